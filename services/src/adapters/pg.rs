@@ -1,0 +1,611 @@
+//! sqlx adapters: the event store with its outbox (CockroachDB, or PostgreSQL standing in for
+//! it) and the read model (PostgreSQL).
+//!
+//! Driver errors are mapped to port errors by SQLSTATE and error kind, never by message text.
+//! Every statement runs under a `statement_timeout` and every pool acquire under a timeout, so
+//! no call waits without bound. All SQL is static with bound parameters.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use models::ledger::EncodedEvent;
+use models::ledger::LedgerEvent;
+use rust_decimal::Decimal;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::ports::ledger::{
+    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError,
+    StoredOutcome,
+};
+
+/// Longest wait for a pooled connection.
+pub const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest run of one statement (server side).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait to open one connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Events read per page while rebuilding the read model.
+pub const REBUILD_PAGE_MAX: usize = 1000;
+
+/// Why a database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("bad database url: {0}")]
+    Url(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, SetupError> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| SetupError::Url(e.to_string()))?;
+    Ok(options.options([(
+        "statement_timeout",
+        STATEMENT_TIMEOUT.as_millis().to_string(),
+    )]))
+}
+
+/// A pool that connects lazily: a service starts while its database is down and answers 503.
+///
+/// # Errors
+/// [`SetupError::Url`] when the url does not parse.
+pub fn lazy_pool(url: &str, connections_max: u32) -> Result<PgPool, SetupError> {
+    assert!(connections_max >= 1);
+    Ok(PgPoolOptions::new()
+        .max_connections(connections_max)
+        .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(connect_options(url)?))
+}
+
+/// Creates the database named in `url` when it does not exist, connecting to the server's
+/// `postgres` database to do so.
+///
+/// # Errors
+/// [`SetupError`] when the server is unreachable or the name is not a plain identifier.
+pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
+    let options = connect_options(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    // CREATE DATABASE takes no bound parameters: the name is checked to be a plain identifier
+    // and quoted, the one place SQL is built from a string.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(SetupError::Url(format!(
+            "database name {name:?} must be letters, digits and '_'"
+        )));
+    }
+    let admin = options.clone().database("postgres");
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&admin))
+        .await
+        .map_err(|_| SetupError::Database(sqlx::Error::PoolTimedOut))??;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        let created = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Created concurrently by another process: fine.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Runs the event store's migrations. The migrator's advisory lock is off: CockroachDB has
+/// none, and the statements are idempotent (`IF NOT EXISTS`).
+///
+/// # Errors
+/// [`SetupError`] when the database is unreachable or a migration fails.
+pub async fn migrate_event_store(pool: &PgPool) -> Result<(), SetupError> {
+    let mut migrator = sqlx::migrate!("./migrations/ledger");
+    migrator.set_locking(false);
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// Runs the read model's migrations (PostgreSQL, so the migrator's lock is kept).
+///
+/// # Errors
+/// [`SetupError`] when the database is unreachable or a migration fails.
+pub async fn migrate_read_model(pool: &PgPool) -> Result<(), SetupError> {
+    sqlx::migrate!("./migrations/read").run(pool).await?;
+    Ok(())
+}
+
+/// Where in a transaction an error happened: a lost connection at COMMIT is ambiguous.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Before,
+    Commit,
+}
+
+fn store_error(error: sqlx::Error, phase: Phase, streams: &str) -> StoreError {
+    let lost = |e: &dyn std::fmt::Display| match phase {
+        Phase::Before => StoreError::Unavailable(e.to_string()),
+        Phase::Commit => StoreError::Ambiguous(e.to_string()),
+    };
+    match &error {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("23505") if db.constraint() == Some("command_outcomes_pkey") => {
+                StoreError::Duplicate
+            }
+            Some("23505") => StoreError::Conflict {
+                stream_id: streams.to_string(),
+            },
+            Some("40001") => StoreError::Retryable(db.message().to_string()),
+            Some("40003") => StoreError::Ambiguous(db.message().to_string()),
+            // Connection exceptions, shutdown, too many connections, query canceled.
+            Some(code) if code.starts_with("08") || code.starts_with("57") || code == "53300" => {
+                lost(db)
+            }
+            _ if phase == Phase::Commit => StoreError::Ambiguous(db.message().to_string()),
+            _ => StoreError::Unavailable(db.message().to_string()),
+        },
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => lost(&error),
+    }
+}
+
+fn read_error(error: sqlx::Error) -> ReadError {
+    match &error {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => ReadError::Corrupt(error.to_string()),
+        _ => ReadError::Unavailable(error.to_string()),
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "event_id, stream_id, version, global_position, event_type, event_version, data";
+
+fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    let version: i64 = row.try_get("version")?;
+    let event_version: i32 = row.try_get("event_version")?;
+    Ok(RecordedEvent {
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        version: u64::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        global_position: row.try_get("global_position")?,
+        encoded: EncodedEvent {
+            event_type: row.try_get("event_type")?,
+            event_version: u32::try_from(event_version)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            data: row.try_get("data")?,
+        },
+    })
+}
+
+/// The event store on CockroachDB or PostgreSQL. Appends run at SERIALIZABLE (CockroachDB's only
+/// level), so 40001 is a normal, retryable answer.
+#[derive(Debug, Clone)]
+pub struct PgEventStore {
+    pool: PgPool,
+}
+
+impl PgEventStore {
+    pub fn new(pool: PgPool) -> Self {
+        PgEventStore { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Writes an event with a given type and version as a legacy writer would, with its outbox
+    /// row (schema-evolution tests and fixtures).
+    ///
+    /// # Errors
+    /// [`StoreError`] as for an append.
+    pub async fn insert_legacy(
+        &self,
+        stream_id: &str,
+        version: u64,
+        encoded: &EncodedEvent,
+        event_id: Uuid,
+    ) -> Result<i64, StoreError> {
+        let err = |e| store_error(e, Phase::Before, stream_id);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (event_id, stream_id, version, event_type, event_version, data) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING global_position",
+        )
+        .bind(event_id)
+        .bind(stream_id)
+        .bind(version as i64)
+        .bind(&encoded.event_type)
+        .bind(encoded.event_version as i32)
+        .bind(&encoded.data)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query("INSERT INTO outbox (event_id, global_position) VALUES ($1, $2)")
+            .bind(event_id)
+            .bind(position)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit()
+            .await
+            .map_err(|e| store_error(e, Phase::Commit, stream_id))?;
+        Ok(position)
+    }
+}
+
+impl EventStore for PgEventStore {
+    async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+        ))
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error(e, Phase::Before, stream_id))?;
+        rows.iter()
+            .map(recorded)
+            .collect::<Result<_, _>>()
+            .map_err(|e| store_error(e, Phase::Before, stream_id))
+    }
+
+    async fn outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request, response FROM command_outcomes WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error(e, Phase::Before, ""))?;
+        row.map(|row| -> Result<StoredOutcome, sqlx::Error> {
+            Ok(StoredOutcome {
+                request: row.try_get("request")?,
+                response: row.try_get("response")?,
+            })
+        })
+        .transpose()
+        .map_err(|e| store_error(e, Phase::Before, ""))
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<Vec<i64>, StoreError> {
+        assert!(
+            !batch.events.is_empty(),
+            "an append writes at least one event"
+        );
+        let streams = batch
+            .events
+            .iter()
+            .map(|e| e.stream_id.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let before = |e| store_error(e, Phase::Before, &streams);
+        let mut tx = self.pool.begin().await.map_err(before)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .execute(&mut *tx)
+            .await
+            .map_err(before)?;
+        let key = batch.idempotency.as_ref().map(|(k, _)| k.as_str());
+        let mut positions = Vec::with_capacity(batch.events.len());
+        for event in &batch.events {
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, stream_id, version, event_type, event_version, data, command_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING global_position",
+            )
+            .bind(event.event_id)
+            .bind(&event.stream_id)
+            .bind(event.version as i64)
+            .bind(&event.encoded.event_type)
+            .bind(event.encoded.event_version as i32)
+            .bind(&event.encoded.data)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(before)?;
+            sqlx::query("INSERT INTO outbox (event_id, global_position) VALUES ($1, $2)")
+                .bind(event.event_id)
+                .bind(position)
+                .execute(&mut *tx)
+                .await
+                .map_err(before)?;
+            positions.push(position);
+        }
+        if let Some((key, outcome)) = &batch.idempotency {
+            sqlx::query("INSERT INTO command_outcomes (idempotency_key, request, response) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(&outcome.request)
+                .bind(&outcome.response)
+                .execute(&mut *tx)
+                .await
+                .map_err(before)?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| store_error(e, Phase::Commit, &streams))?;
+        Ok(positions)
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = limit as i64;
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            Some((stream, version)) => {
+                sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE (stream_id, version) > ($1, $2) \
+                     ORDER BY stream_id, version LIMIT $3"
+                ))
+                .bind(stream)
+                .bind(version as i64)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|e| store_error(e, Phase::Before, ""))?;
+        rows.iter()
+            .map(recorded)
+            .collect::<Result<_, _>>()
+            .map_err(|e| store_error(e, Phase::Before, ""))
+    }
+
+    async fn unsent(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM outbox o JOIN events e ON e.event_id = o.event_id ORDER BY o.global_position LIMIT $1",
+            EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error(e, Phase::Before, ""))?;
+        rows.iter()
+            .map(recorded)
+            .collect::<Result<_, _>>()
+            .map_err(|e| store_error(e, Phase::Before, ""))
+    }
+
+    async fn mark_sent(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox WHERE event_id = ANY($1)")
+            .bind(event_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| store_error(e, Phase::Before, ""))?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error(e, Phase::Before, ""))?;
+        Ok(count as u64)
+    }
+}
+
+/// The read model on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgReadModel {
+    pool: PgPool,
+}
+
+/// The projection's checkpoint: how far it got, for health and lag reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub events_applied: i64,
+    pub last_global_position: i64,
+    pub seconds_since_update: i64,
+}
+
+const PROJECTION: &str = "balances";
+
+impl PgReadModel {
+    pub fn new(pool: PgPool) -> Self {
+        PgReadModel { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The checkpoint, if any event was ever applied.
+    ///
+    /// # Errors
+    /// [`ReadError::Unavailable`] when the database is down.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, ReadError> {
+        let row = sqlx::query(
+            "SELECT events_applied, last_global_position, \
+             CAST(EXTRACT(EPOCH FROM (now() - updated_at)) AS BIGINT) AS age \
+             FROM projection_checkpoint WHERE projection = $1",
+        )
+        .bind(PROJECTION)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(read_error)?;
+        row.map(|r| -> Result<Checkpoint, sqlx::Error> {
+            Ok(Checkpoint {
+                events_applied: r.try_get("events_applied")?,
+                last_global_position: r.try_get("last_global_position")?,
+                seconds_since_update: r.try_get("age")?,
+            })
+        })
+        .transpose()
+        .map_err(read_error)
+    }
+}
+
+/// Applies one event inside an open transaction: idempotent by (stream, version).
+async fn apply_in(conn: &mut PgConnection, event: &RecordedEvent) -> Result<Applied, ReadError> {
+    let have: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM account_balances WHERE account_id = $1 FOR UPDATE")
+            .bind(&event.stream_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(read_error)?;
+    let have = have.unwrap_or(0) as u64;
+    if event.version <= have {
+        return Ok(Applied::Duplicate);
+    }
+    if event.version != have + 1 {
+        return Ok(Applied::Gap { have });
+    }
+    let decoded =
+        LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    let delta = decoded.balance_delta();
+    let balance_after: Decimal = match &decoded {
+        LedgerEvent::AccountCreated(created) => {
+            sqlx::query(
+                "INSERT INTO account_balances (account_id, owner_name, currency, balance, version, global_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&event.stream_id)
+            .bind(&created.owner_name)
+            .bind(created.currency.code())
+            .bind(created.initial_balance)
+            .bind(event.version as i64)
+            .bind(event.global_position)
+            .execute(&mut *conn)
+            .await
+            .map_err(read_error)?;
+            created.initial_balance
+        }
+        _ => sqlx::query_scalar(
+            "UPDATE account_balances SET balance = balance + $2, version = $3, global_position = $4, updated_at = now() \
+             WHERE account_id = $1 RETURNING balance",
+        )
+        .bind(&event.stream_id)
+        .bind(delta)
+        .bind(event.version as i64)
+        .bind(event.global_position)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(read_error)?
+        .ok_or_else(|| ReadError::Corrupt(format!("{} has events before AccountCreated", event.stream_id)))?,
+    };
+    sqlx::query(
+        "INSERT INTO transactions (event_id, account_id, version, event_type, amount, balance_after, global_position) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.event_id)
+    .bind(&event.stream_id)
+    .bind(event.version as i64)
+    .bind(&event.encoded.event_type)
+    .bind(delta)
+    .bind(balance_after)
+    .bind(event.global_position)
+    .execute(&mut *conn)
+    .await
+    .map_err(read_error)?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoint (projection, events_applied, last_global_position) VALUES ($1, 1, $2) \
+         ON CONFLICT (projection) DO UPDATE SET events_applied = projection_checkpoint.events_applied + 1, \
+         last_global_position = GREATEST(projection_checkpoint.last_global_position, EXCLUDED.last_global_position), \
+         updated_at = now()",
+    )
+    .bind(PROJECTION)
+    .bind(event.global_position)
+    .execute(&mut *conn)
+    .await
+    .map_err(read_error)?;
+    Ok(Applied::Applied)
+}
+
+fn balance_view(row: &PgRow) -> Result<BalanceView, ReadError> {
+    let currency: String = row.try_get("currency").map_err(read_error)?;
+    let version: i64 = row.try_get("version").map_err(read_error)?;
+    Ok(BalanceView {
+        account_id: row.try_get("account_id").map_err(read_error)?,
+        owner_name: row.try_get("owner_name").map_err(read_error)?,
+        currency: currency
+            .parse()
+            .map_err(|e: models::MoneyError| ReadError::Corrupt(e.to_string()))?,
+        balance: row.try_get("balance").map_err(read_error)?,
+        version: version as u64,
+        global_position: row.try_get("global_position").map_err(read_error)?,
+    })
+}
+
+const BALANCE_COLUMNS: &str = "account_id, owner_name, currency, balance, version, global_position";
+
+impl ReadModel for PgReadModel {
+    async fn apply(&self, event: &RecordedEvent) -> Result<Applied, ReadError> {
+        let mut tx = self.pool.begin().await.map_err(read_error)?;
+        let applied = apply_in(&mut tx, event).await?;
+        if applied == Applied::Applied {
+            tx.commit().await.map_err(read_error)?;
+        } else {
+            tx.rollback().await.map_err(read_error)?;
+        }
+        Ok(applied)
+    }
+
+    async fn balance(&self, account_id: &str) -> Result<Option<BalanceView>, ReadError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BALANCE_COLUMNS} FROM account_balances WHERE account_id = $1"
+        ))
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(read_error)?;
+        row.as_ref().map(balance_view).transpose()
+    }
+
+    async fn all_balances(&self) -> Result<Vec<BalanceView>, ReadError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(read_error)?;
+        rows.iter().map(balance_view).collect()
+    }
+
+    async fn rebuild<S: EventStore>(&self, source: &S) -> Result<u64, ReadError> {
+        let mut tx = self.pool.begin().await.map_err(read_error)?;
+        sqlx::query("TRUNCATE account_balances, transactions, projection_checkpoint")
+            .execute(&mut *tx)
+            .await
+            .map_err(read_error)?;
+        let mut after = None;
+        let mut count = 0u64;
+        loop {
+            let page = source
+                .read_all(after.clone(), REBUILD_PAGE_MAX)
+                .await
+                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.stream_id.clone(), last.version));
+            for event in &page {
+                match apply_in(&mut tx, event).await? {
+                    Applied::Applied => count += 1,
+                    other => {
+                        return Err(ReadError::Corrupt(format!(
+                            "replay of {} v{} gave {other:?}: the event store has a gap",
+                            event.stream_id, event.version
+                        )));
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(read_error)?;
+        tracing::info!(events = count, "read model rebuilt");
+        Ok(count)
+    }
+}

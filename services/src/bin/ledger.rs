@@ -1,0 +1,139 @@
+//! `ledger`: the ChronicleLedger roles on real infrastructure. Configuration comes from the
+//! environment (see `services::config`), defaulting to the local services.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("the ledger binary belongs to the real build: use `cargo run --bin ledger`");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    real::main()
+}
+
+#[cfg(not(madsim))]
+mod real {
+    use std::process::ExitCode;
+
+    use clap::{Parser, Subcommand};
+    use services::app::{self, Ledger};
+    use services::config::LedgerConfig;
+    use tokio::net::TcpListener;
+
+    #[derive(Parser)]
+    #[command(
+        name = "ledger",
+        version,
+        about = "ChronicleLedger: event-sourced ledger roles"
+    )]
+    struct Cli {
+        /// Log as JSON lines.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        role: Role,
+    }
+
+    #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+    enum Role {
+        /// Command API on LEDGER_API_ADDR.
+        Api,
+        /// Query API on LEDGER_QUERY_ADDR.
+        Query,
+        /// Outbox relay to NATS JetStream.
+        Relay,
+        /// Read processor from NATS JetStream to the read model.
+        Processor,
+        /// Create the databases where missing and run the migrations.
+        Migrate,
+        /// Empty the read model and replay the event store into it.
+        Rebuild,
+        /// Every role in one process (creates databases and schemas first).
+        All,
+    }
+
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        if cli.json {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .init();
+        } else {
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+        }
+        let config = match LedgerConfig::from_env() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("ledger: bad configuration: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        match runtime.block_on(run(cli.role, config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "ledger stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn run(role: Role, config: LedgerConfig) -> Result<(), app::AppError> {
+        if matches!(role, Role::Migrate | Role::All) {
+            app::prepare(&config).await?;
+            tracing::info!("databases and schemas ready");
+            if role == Role::Migrate {
+                return Ok(());
+            }
+        }
+        let ledger = Ledger::connect(config.clone()).await?;
+        match role {
+            Role::Migrate => unreachable!("handled above"),
+            Role::Rebuild => {
+                let events = ledger.rebuild().await?;
+                println!("rebuilt the read model from {events} events");
+                Ok(())
+            }
+            Role::Api => ledger.serve_api(bind(config.api_addr).await?, false).await,
+            Role::Query => {
+                ledger
+                    .serve_query(bind(config.query_addr).await?, false)
+                    .await
+            }
+            Role::Relay => {
+                ledger.run_relay().await;
+                Ok(())
+            }
+            Role::Processor => {
+                ledger.run_processor().await;
+                Ok(())
+            }
+            Role::All => {
+                let api = bind(config.api_addr).await?;
+                let query = bind(config.query_addr).await?;
+                tracing::info!(api = %config.api_addr, query = %config.query_addr, "ledger: every role running");
+                tokio::select! {
+                    r = ledger.clone().serve_api(api, true) => r,
+                    r = ledger.clone().serve_query(query, true) => r,
+                    () = ledger.clone().run_relay() => Ok(()),
+                    () = ledger.clone().run_processor() => Ok(()),
+                    _ = tokio::signal::ctrl_c() => {
+                        tracing::info!("interrupted: stopping");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, app::AppError> {
+        Ok(TcpListener::bind(addr).await?)
+    }
+}

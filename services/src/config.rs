@@ -1,0 +1,78 @@
+//! Configuration from the environment, defaulting to the local services on 127.0.0.1.
+
+use std::net::SocketAddr;
+
+use crate::adapters::nats::NatsTopology;
+
+/// The ledger's settings. Every field has an environment variable and a local default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// `LEDGER_DATABASE_URL`: the event store (CockroachDB, or PostgreSQL standing in).
+    pub ledger_database_url: String,
+    /// `READ_DATABASE_URL`: the read model (PostgreSQL).
+    pub read_database_url: String,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `LEDGER_API_ADDR`: commands.
+    pub api_addr: SocketAddr,
+    /// `LEDGER_QUERY_ADDR`: queries.
+    pub query_addr: SocketAddr,
+    /// `LEDGER_POOL_MAX`: connections per pool.
+    pub pool_max: u32,
+    /// `LEDGER_NATS_STREAM`, `LEDGER_NATS_SUBJECT`, `LEDGER_NATS_DURABLE`.
+    pub topology: NatsTopology,
+}
+
+/// A setting that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn var(name: &'static str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name, default).parse().map_err(|e: T::Err| ConfigError {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+impl LedgerConfig {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable that does not parse.
+    pub fn from_env() -> Result<LedgerConfig, ConfigError> {
+        let defaults = NatsTopology::default();
+        Ok(LedgerConfig {
+            ledger_database_url: var(
+                "LEDGER_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/ledger_events",
+            ),
+            read_database_url: var(
+                "READ_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/ledger_read",
+            ),
+            nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
+            api_addr: parsed("LEDGER_API_ADDR", "127.0.0.1:4000")?,
+            query_addr: parsed("LEDGER_QUERY_ADDR", "127.0.0.1:4001")?,
+            pool_max: parsed("LEDGER_POOL_MAX", "16")?,
+            topology: NatsTopology {
+                stream: var("LEDGER_NATS_STREAM", &defaults.stream),
+                subject_prefix: var("LEDGER_NATS_SUBJECT", &defaults.subject_prefix),
+                durable: var("LEDGER_NATS_DURABLE", &defaults.durable),
+            },
+        })
+    }
+}

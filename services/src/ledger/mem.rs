@@ -1,0 +1,287 @@
+//! In-memory adapters of the ledger's ports: a plain state machine behind a mutex.
+//!
+//! `MemEventStore` has the contract of the real event store (atomic append with unique
+//! (stream, version), unique idempotency key, an outbox) and never fails; `MemReadModel` has
+//! the projection's contract. They serve unit tests and the simulator's building blocks; they
+//! model no failures (the simulator wraps them for that). Iteration is over `BTreeMap`s only, so
+//! everything they return is deterministic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use models::ledger::LedgerEvent;
+use uuid::Uuid;
+
+use crate::ports::ledger::{
+    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError,
+    StoredOutcome,
+};
+
+#[derive(Debug, Default)]
+struct StoreState {
+    /// (stream, version) -> event.
+    events: BTreeMap<(String, u64), RecordedEvent>,
+    outcomes: BTreeMap<String, StoredOutcome>,
+    /// global position -> event id, for rows not yet sent.
+    outbox: BTreeMap<i64, Uuid>,
+    next_position: i64,
+}
+
+/// An event store in memory. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemEventStore {
+    state: Arc<Mutex<StoreState>>,
+}
+
+impl MemEventStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every event in (stream, version) order.
+    pub fn all_events(&self) -> Vec<RecordedEvent> {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .events
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Writes an event as a legacy writer would have (used for schema-evolution tests).
+    pub fn insert_raw(&self, event: RecordedEvent) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.next_position = state.next_position.max(event.global_position);
+        state.outbox.insert(event.global_position, event.event_id);
+        state
+            .events
+            .insert((event.stream_id.clone(), event.version), event);
+    }
+}
+
+impl EventStore for MemEventStore {
+    async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.state.lock().expect("not poisoned");
+        let start = (stream_id.to_string(), 0);
+        Ok(state
+            .events
+            .range(start..)
+            .take_while(|((s, _), _)| s == stream_id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .outcomes
+            .get(key)
+            .cloned())
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<Vec<i64>, StoreError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        for event in &batch.events {
+            let key = (event.stream_id.clone(), event.version);
+            let previous_missing = event.version > 1
+                && !state
+                    .events
+                    .contains_key(&(event.stream_id.clone(), event.version - 1));
+            if state.events.contains_key(&key) || previous_missing {
+                return Err(StoreError::Conflict {
+                    stream_id: event.stream_id.clone(),
+                });
+            }
+        }
+        if let Some((key, _)) = &batch.idempotency
+            && state.outcomes.contains_key(key)
+        {
+            return Err(StoreError::Duplicate);
+        }
+        let mut positions = Vec::with_capacity(batch.events.len());
+        for event in batch.events {
+            state.next_position += 1;
+            let position = state.next_position;
+            positions.push(position);
+            state.outbox.insert(position, event.event_id);
+            let recorded = RecordedEvent {
+                event_id: event.event_id,
+                stream_id: event.stream_id.clone(),
+                version: event.version,
+                global_position: position,
+                encoded: event.encoded,
+            };
+            state
+                .events
+                .insert((event.stream_id, event.version), recorded);
+        }
+        if let Some((key, outcome)) = batch.idempotency {
+            state.outcomes.insert(key, outcome);
+        }
+        Ok(positions)
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.state.lock().expect("not poisoned");
+        let iter: Box<dyn Iterator<Item = &RecordedEvent>> = match after {
+            Some(after) => Box::new(
+                state
+                    .events
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .map(|(_, e)| e),
+            ),
+            None => Box::new(state.events.values()),
+        };
+        Ok(iter.take(limit).cloned().collect())
+    }
+
+    async fn unsent(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.state.lock().expect("not poisoned");
+        let by_id: BTreeMap<Uuid, &RecordedEvent> =
+            state.events.values().map(|e| (e.event_id, e)).collect();
+        Ok(state
+            .outbox
+            .values()
+            .take(limit)
+            .filter_map(|id| by_id.get(id).map(|e| (*e).clone()))
+            .collect())
+    }
+
+    async fn mark_sent(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.outbox.retain(|_, id| !event_ids.contains(id));
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().expect("not poisoned").outbox.len() as u64)
+    }
+}
+
+/// A read model in memory. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemReadModel {
+    balances: Arc<Mutex<BTreeMap<String, BalanceView>>>,
+}
+
+impl MemReadModel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overwrites a balance by hand, as an operator's bad UPDATE would (spec 000, scenario 3).
+    pub fn corrupt(&self, account_id: &str, balance: rust_decimal::Decimal) {
+        if let Some(view) = self
+            .balances
+            .lock()
+            .expect("not poisoned")
+            .get_mut(account_id)
+        {
+            view.balance = balance;
+        }
+    }
+}
+
+/// Applies one event to a map of views: the projection both in-memory and SQL read models
+/// follow, with idempotency by (stream, version).
+///
+/// # Errors
+/// [`ReadError::Corrupt`] when the event cannot be decoded or does not fit the view.
+pub fn project(
+    views: &mut BTreeMap<String, BalanceView>,
+    event: &RecordedEvent,
+) -> Result<Applied, ReadError> {
+    let have = views.get(&event.stream_id).map_or(0, |v| v.version);
+    if event.version <= have {
+        return Ok(Applied::Duplicate);
+    }
+    if event.version != have + 1 {
+        return Ok(Applied::Gap { have });
+    }
+    let decoded =
+        LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    match &decoded {
+        LedgerEvent::AccountCreated(created) => {
+            views.insert(
+                event.stream_id.clone(),
+                BalanceView {
+                    account_id: event.stream_id.clone(),
+                    owner_name: created.owner_name.clone(),
+                    currency: created.currency,
+                    balance: created.initial_balance,
+                    version: event.version,
+                    global_position: event.global_position,
+                },
+            );
+        }
+        other => {
+            let view = views.get_mut(&event.stream_id).ok_or_else(|| {
+                ReadError::Corrupt(format!("{} before AccountCreated", event.stream_id))
+            })?;
+            view.balance += other.balance_delta();
+            view.version = event.version;
+            view.global_position = event.global_position;
+        }
+    }
+    Ok(Applied::Applied)
+}
+
+impl ReadModel for MemReadModel {
+    async fn apply(&self, event: &RecordedEvent) -> Result<Applied, ReadError> {
+        project(&mut self.balances.lock().expect("not poisoned"), event)
+    }
+
+    async fn balance(&self, account_id: &str) -> Result<Option<BalanceView>, ReadError> {
+        Ok(self
+            .balances
+            .lock()
+            .expect("not poisoned")
+            .get(account_id)
+            .cloned())
+    }
+
+    async fn all_balances(&self) -> Result<Vec<BalanceView>, ReadError> {
+        Ok(self
+            .balances
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn rebuild<S: EventStore>(&self, source: &S) -> Result<u64, ReadError> {
+        let mut fresh = BTreeMap::new();
+        let mut after = None;
+        let mut count = 0u64;
+        loop {
+            let page = source
+                .read_all(after.clone(), REBUILD_PAGE_MAX)
+                .await
+                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.stream_id.clone(), last.version));
+            for event in &page {
+                let applied = project(&mut fresh, event)?;
+                assert_eq!(
+                    applied,
+                    Applied::Applied,
+                    "a full replay in order applies every event"
+                );
+                count += 1;
+            }
+        }
+        *self.balances.lock().expect("not poisoned") = fresh;
+        Ok(count)
+    }
+}
+
+/// Events read per page while rebuilding.
+pub const REBUILD_PAGE_MAX: usize = 1000;

@@ -1,0 +1,76 @@
+//! The outbox relay: publishes unsent outbox rows to the bus, then marks them sent.
+//!
+//! A crash between publish and mark republishes the same event id, which the bus deduplicates
+//! (JetStream `Nats-Msg-Id`) and the projection ignores (idempotent by stream and version), so
+//! nothing is lost and nothing applies twice. The relay works from unsent rows, never from "the
+//! last global position" (positions are not gap-free in commit order, DESIGN 3).
+
+use std::time::Duration;
+
+use crate::ports::ledger::{BusError, EventPublisher, EventStore, StoreError};
+
+/// Events published per round.
+pub const RELAY_BATCH_MAX: usize = 256;
+/// Wait between rounds when the outbox is empty.
+pub const RELAY_IDLE_WAIT: Duration = Duration::from_millis(20);
+/// Longest wait between rounds after a failure (exponential from [`RELAY_IDLE_WAIT`]).
+pub const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const _: () = assert!(RELAY_IDLE_WAIT.as_millis() < RELAY_BACKOFF_MAX.as_millis());
+
+/// Why a relay round stopped early. Both are transient; the next round retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// One round: publishes up to [`RELAY_BATCH_MAX`] unsent events in order, stopping at the first
+/// failure, and marks the published ones sent. Returns how many were published.
+///
+/// # Errors
+/// [`RelayError`] when the store or the bus failed; what was published before is still marked.
+pub async fn relay_once<S: EventStore, P: EventPublisher>(
+    store: &S,
+    bus: &P,
+) -> Result<usize, RelayError> {
+    let unsent = store.unsent(RELAY_BATCH_MAX).await?;
+    let mut sent = Vec::with_capacity(unsent.len());
+    let mut failure = None;
+    for event in &unsent {
+        match bus.publish(event).await {
+            Ok(()) => sent.push(event.event_id),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if !sent.is_empty() {
+        store.mark_sent(&sent).await?;
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(sent.len()),
+    }
+}
+
+/// Runs rounds forever: immediately again after a full batch, after [`RELAY_IDLE_WAIT`] when idle,
+/// with exponential backoff up to [`RELAY_BACKOFF_MAX`] while failing.
+pub async fn run_relay<S: EventStore, P: EventPublisher>(store: &S, bus: &P) {
+    let mut wait = RELAY_IDLE_WAIT;
+    loop {
+        match relay_once(store, bus).await {
+            Ok(n) if n == RELAY_BATCH_MAX => continue,
+            Ok(_) => wait = RELAY_IDLE_WAIT,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "relay round failed");
+                madsim::time::sleep(wait).await;
+                wait = (wait * 2).min(RELAY_BACKOFF_MAX);
+                continue;
+            }
+        }
+        madsim::time::sleep(wait).await;
+    }
+}

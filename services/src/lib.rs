@@ -1,0 +1,18 @@
+//! The services of the testbed, written against small ports so the same logic runs on real
+//! infrastructure and in the simulator.
+//!
+//! - `ports`: the traits (event store, bus, read model, ...), their data and errors;
+//! - `ledger`: the ledger's logic, generic over the ports, and in-memory adapters;
+//! - `adapters`, `http`, `config`, `app` (real build only): sqlx, async-nats, axum, wiring.
+
+pub mod ledger;
+pub mod ports;
+
+#[cfg(not(madsim))]
+pub mod adapters;
+#[cfg(not(madsim))]
+pub mod app;
+#[cfg(not(madsim))]
+pub mod config;
+#[cfg(not(madsim))]
+pub mod http;
