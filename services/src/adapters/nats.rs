@@ -132,6 +132,18 @@ impl NatsBus {
         Ok(consumer)
     }
 
+    /// Deletes the stream and everything in it (test clean-up).
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when NATS does not answer.
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.js
+            .delete_stream(&self.topology.stream)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     /// Messages in the stream and the consumer's pending count, for health and tests.
     ///
     /// # Errors
