@@ -1,1 +1,7 @@
+//! The testbed's root package: the `testbed` CLI and the integration tests under `tests/`
+//! (simulation sweeps in the simulation build, real-infrastructure tests in the real build).
+//! The work is in the crates: `models`, `services`, `sim`.
 
+pub use models;
+pub use services;
+pub use sim;

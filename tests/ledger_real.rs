@@ -24,12 +24,7 @@ async fn hundred_concurrent_withdrawals_exactly_ten_succeed() {
     let answers = join_all((0..100).map(|_| t.command("withdraw", body, None))).await;
     let created = answers.iter().filter(|(s, _, _)| *s == 201).count();
     let refused = answers.iter().filter(|(s, _, _)| *s == 409).count();
-    assert_eq!(
-        (created, refused),
-        (10, 90),
-        "{:?}",
-        answers.iter().map(|a| a.0).collect::<Vec<_>>()
-    );
+    assert_eq!((created, refused), (10, 90), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
     for (status, body, _) in &answers {
         if *status == 409 {
             assert_eq!(body["error"], "insufficient_funds", "{body}");
@@ -48,10 +43,7 @@ async fn double_spend_one_wins_one_refused() {
     let t = TestLedger::start().await;
     t.create_account("DS-1", "100.00", "USD").await;
     let body = r#"{"account_id":"DS-1","amount":100.00}"#;
-    let (a, b) = tokio::join!(
-        t.command("withdraw", body, None),
-        t.command("withdraw", body, None)
-    );
+    let (a, b) = tokio::join!(t.command("withdraw", body, None), t.command("withdraw", body, None));
     let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses, [201, 409]);
@@ -80,11 +72,10 @@ async fn processor_stopped_during_deposits_catches_up_exactly() {
     let view = t.caught_up("P-1", 201).await;
     assert_eq!(view["balance"], "200.00");
     assert_eq!(view["version"], 201);
-    let applied: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE account_id = 'P-1'")
-            .fetch_one(t.ledger.read.pool())
-            .await
-            .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE account_id = 'P-1'")
+        .fetch_one(t.ledger.read.pool())
+        .await
+        .unwrap();
     assert_eq!(applied, 201, "each event projected exactly once");
     t.cleanup().await;
 }
@@ -115,10 +106,7 @@ async fn nats_down_writes_continue_then_read_model_catches_up() {
             assert_eq!(report["status"], "degraded");
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "health never showed NATS down: {report}"
-        );
+        assert!(std::time::Instant::now() < deadline, "health never showed NATS down: {report}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, stale) = t.balance("N-1", None).await;
@@ -140,17 +128,10 @@ async fn rebuild_repairs_a_corrupted_read_model() {
     for id in accounts {
         t.create_account(id, "100.00", "USD").await;
     }
-    t.command("deposit", r#"{"account_id":"R-1","amount":"5.55"}"#, None)
-        .await;
-    t.command("withdraw", r#"{"account_id":"R-2","amount":"40"}"#, None)
-        .await;
-    let (status, _, _) = t
-        .command(
-            "transfer",
-            r#"{"from_account_id":"R-3","to_account_id":"R-1","amount":"30.00"}"#,
-            None,
-        )
-        .await;
+    t.command("deposit", r#"{"account_id":"R-1","amount":"5.55"}"#, None).await;
+    t.command("withdraw", r#"{"account_id":"R-2","amount":"40"}"#, None).await;
+    let (status, _, _) =
+        t.command("transfer", r#"{"from_account_id":"R-3","to_account_id":"R-1","amount":"30.00"}"#, None).await;
     assert_eq!(status, 201);
     t.caught_up("R-1", 3).await;
     t.caught_up("R-2", 2).await;
@@ -160,10 +141,7 @@ async fn rebuild_repairs_a_corrupted_read_model() {
         .execute(t.ledger.read.pool())
         .await
         .unwrap();
-    sqlx::query("DELETE FROM account_balances WHERE account_id = 'R-2'")
-        .execute(t.ledger.read.pool())
-        .await
-        .unwrap();
+    sqlx::query("DELETE FROM account_balances WHERE account_id = 'R-2'").execute(t.ledger.read.pool()).await.unwrap();
     assert_eq!(t.balance("R-1", None).await.1["balance"], "9999999.00");
 
     let replayed = t.ledger.rebuild().await.unwrap();
@@ -194,19 +172,9 @@ async fn idempotency_key_retry_answers_the_first_outcome() {
     // Concurrent retries of one key: still applied once.
     let key_body = r#"{"account_id":"I-1","amount":"1.00"}"#;
     let answers = join_all((0..10).map(|_| t.command("deposit", key_body, Some("key-I-2")))).await;
-    assert!(
-        answers
-            .iter()
-            .all(|(s, b, _)| *s == 201 && *b == answers[0].1)
-    );
+    assert!(answers.iter().all(|(s, b, _)| *s == 201 && *b == answers[0].1));
     let events_before = t.event_count().await;
-    let (s3, refused, _) = t
-        .command(
-            "deposit",
-            r#"{"account_id":"I-1","amount":"99.00"}"#,
-            Some("key-I-1"),
-        )
-        .await;
+    let (s3, refused, _) = t.command("deposit", r#"{"account_id":"I-1","amount":"99.00"}"#, Some("key-I-1")).await;
     assert_eq!(s3, 422);
     assert_eq!(refused["error"], "idempotency_key_reused");
     assert_eq!(t.event_count().await, events_before);
@@ -222,34 +190,10 @@ async fn bad_input_is_refused_and_writes_nothing() {
     t.create_account("B-2", "50.00", "EUR").await;
     let before = t.event_count().await;
     let cases: &[(&str, &str, u16, &str, Option<&str>)] = &[
-        (
-            "deposit",
-            r#"{"account_id":"B-1","amount":0}"#,
-            422,
-            "invalid_amount",
-            Some("amount"),
-        ),
-        (
-            "deposit",
-            r#"{"account_id":"B-1","amount":-5.00}"#,
-            422,
-            "invalid_amount",
-            Some("amount"),
-        ),
-        (
-            "withdraw",
-            r#"{"account_id":"B-1","amount":1.001}"#,
-            422,
-            "invalid_amount",
-            Some("amount"),
-        ),
-        (
-            "deposit",
-            r#"{"account_id":"B-1","amount":"10000000000000.01"}"#,
-            422,
-            "invalid_amount",
-            Some("amount"),
-        ),
+        ("deposit", r#"{"account_id":"B-1","amount":0}"#, 422, "invalid_amount", Some("amount")),
+        ("deposit", r#"{"account_id":"B-1","amount":-5.00}"#, 422, "invalid_amount", Some("amount")),
+        ("withdraw", r#"{"account_id":"B-1","amount":1.001}"#, 422, "invalid_amount", Some("amount")),
+        ("deposit", r#"{"account_id":"B-1","amount":"10000000000000.01"}"#, 422, "invalid_amount", Some("amount")),
         (
             "create-account",
             r#"{"account_id":"B-3","owner_name":"x","currency":"XYZ"}"#,
@@ -264,34 +208,10 @@ async fn bad_input_is_refused_and_writes_nothing() {
             "currency_mismatch",
             Some("currency"),
         ),
-        (
-            "deposit",
-            r#"{"account_id":"B-1","amount":"#,
-            400,
-            "malformed_json",
-            None,
-        ),
-        (
-            "deposit",
-            r#"{"amount":"1.00"}"#,
-            422,
-            "missing_field",
-            Some("account_id"),
-        ),
-        (
-            "withdraw",
-            r#"{"account_id":"B-1"}"#,
-            422,
-            "missing_field",
-            Some("amount"),
-        ),
-        (
-            "deposit",
-            r#"{"account_id":"NOPE","amount":"1.00"}"#,
-            404,
-            "account_not_found",
-            None,
-        ),
+        ("deposit", r#"{"account_id":"B-1","amount":"#, 400, "malformed_json", None),
+        ("deposit", r#"{"amount":"1.00"}"#, 422, "missing_field", Some("account_id")),
+        ("withdraw", r#"{"account_id":"B-1"}"#, 422, "missing_field", Some("amount")),
+        ("deposit", r#"{"account_id":"NOPE","amount":"1.00"}"#, 404, "account_not_found", None),
         (
             "transfer",
             r#"{"from_account_id":"B-1","to_account_id":"B-2","amount":"1.00"}"#,
@@ -320,23 +240,11 @@ async fn bad_input_is_refused_and_writes_nothing() {
             "invalid_field",
             Some("account_id"),
         ),
-        (
-            "deposit",
-            r#"{"account_id":"B-1","amount":true}"#,
-            422,
-            "invalid_field",
-            Some("amount"),
-        ),
+        ("deposit", r#"{"account_id":"B-1","amount":true}"#, 422, "invalid_field", Some("amount")),
         ("teleport", r#"{}"#, 404, "unknown_command", None),
     ];
     for (kind, body, status, error, field) in cases {
-        let (got, answer, _) = t
-            .command(
-                kind,
-                body,
-                Some(&format!("bad-{kind}-{body}").replace([' ', '"'], "")),
-            )
-            .await;
+        let (got, answer, _) = t.command(kind, body, Some(&format!("bad-{kind}-{body}").replace([' ', '"'], ""))).await;
         assert_eq!(got, *status, "{kind} {body}: {answer}");
         assert_eq!(answer["error"], *error, "{kind} {body}: {answer}");
         if let Some(field) = field {
@@ -344,33 +252,14 @@ async fn bad_input_is_refused_and_writes_nothing() {
         }
         assert!(answer["message"].is_string());
     }
-    let huge = format!(
-        r#"{{"account_id":"B-1","amount":"1","pad":"{}"}}"#,
-        "x".repeat(100_000)
-    );
+    let huge = format!(r#"{{"account_id":"B-1","amount":"1","pad":"{}"}}"#, "x".repeat(100_000));
     assert_eq!(t.command("deposit", &huge, None).await.0, 413);
-    let (status, answer, _) = t
-        .command(
-            "deposit",
-            r#"{"account_id":"B-1","amount":"1"}"#,
-            Some("bad key"),
-        )
-        .await;
-    assert_eq!(
-        (status, answer["field"].as_str()),
-        (400, Some("Idempotency-Key"))
-    );
-    let (status, answer) = t.balance("B-1", None).await;
-    assert_eq!((status, answer["balance"].as_str()), (200, Some("50.00")));
-    let response = t
-        .http
-        .get(format!(
-            "http://{}/api/v1/accounts/B-1/balance?min_position=x",
-            t.query
-        ))
-        .send()
-        .await
-        .unwrap();
+    let (status, answer, _) = t.command("deposit", r#"{"account_id":"B-1","amount":"1"}"#, Some("bad key")).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("Idempotency-Key")));
+    let view = t.caught_up("B-1", 1).await;
+    assert_eq!((view["balance"].as_str(), view["version"].as_u64()), (Some("50.00"), Some(1)));
+    let response =
+        t.http.get(format!("http://{}/api/v1/accounts/B-1/balance?min_position=x", t.query)).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(t.event_count().await, before, "nothing written");
     t.cleanup().await;
@@ -387,18 +276,8 @@ async fn v1_events_in_the_store_are_upcast_everywhere() {
         event_version: 1,
         data: serde_json::from_str(r#"{"amount": 500.00}"#).unwrap(),
     };
-    t.ledger
-        .store
-        .insert_legacy("V-1", 2, &legacy, uuid::Uuid::from_u128(0x5eed_0001))
-        .await
-        .unwrap();
-    let (status, receipt, _) = t
-        .command(
-            "withdraw",
-            r#"{"account_id":"V-1","amount":"550.00"}"#,
-            None,
-        )
-        .await;
+    t.ledger.store.insert_legacy("V-1", 2, &legacy, uuid::Uuid::from_u128(0x5eed_0001)).await.unwrap();
+    let (status, receipt, _) = t.command("withdraw", r#"{"account_id":"V-1","amount":"550.00"}"#, None).await;
     assert_eq!(status, 201, "{receipt}");
     assert_eq!(receipt["balance"], "50.00");
     assert_eq!(receipt["position"], 3);
@@ -419,9 +298,7 @@ async fn read_your_writes_with_min_position() {
     let t = TestLedger::start().await;
     t.create_account("Y-1", "1.00", "JPY").await;
     for i in 0..20 {
-        let (status, receipt, _) = t
-            .command("deposit", r#"{"account_id":"Y-1","amount":3}"#, None)
-            .await;
+        let (status, receipt, _) = t.command("deposit", r#"{"account_id":"Y-1","amount":3}"#, None).await;
         assert_eq!(status, 201);
         let position = receipt["position"].as_u64().unwrap();
         assert_eq!(position, i + 2);

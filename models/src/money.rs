@@ -133,20 +133,12 @@ impl Money {
     fn checked(amount: Decimal, currency: Currency) -> Result<Money, MoneyError> {
         let normal = amount.normalize();
         if normal.scale() > currency.minor_units() {
-            return Err(MoneyError::TooManyDecimals {
-                currency,
-                max: currency.minor_units(),
-            });
+            return Err(MoneyError::TooManyDecimals { currency, max: currency.minor_units() });
         }
         if !within_limit(normal, currency) {
-            return Err(MoneyError::TooLarge {
-                max: currency.display(currency.amount_max()),
-            });
+            return Err(MoneyError::TooLarge { max: currency.display(currency.amount_max()) });
         }
-        let money = Money {
-            amount: normal,
-            currency,
-        };
+        let money = Money { amount: normal, currency };
         debug_assert!(money.amount >= Decimal::ZERO);
         Ok(money)
     }
@@ -162,12 +154,7 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.currency.display(self.amount),
-            self.currency
-        )
+        write!(f, "{} {}", self.currency.display(self.amount), self.currency)
     }
 }
 
@@ -182,11 +169,8 @@ pub fn within_limit(amount: Decimal, currency: Currency) -> bool {
 /// [`MoneyError::NotANumber`] when `text` is not a plain or scientific decimal number.
 pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     let trimmed = text.trim();
-    let parsed = if trimmed.contains(['e', 'E']) {
-        Decimal::from_scientific(trimmed)
-    } else {
-        Decimal::from_str_exact(trimmed)
-    };
+    let parsed =
+        if trimmed.contains(['e', 'E']) { Decimal::from_scientific(trimmed) } else { Decimal::from_str_exact(trimmed) };
     parsed.map_err(|_| MoneyError::NotANumber(text.to_string()))
 }
 
@@ -207,43 +191,25 @@ mod tests {
 
     #[test]
     fn positive_amounts_only() {
-        assert_eq!(
-            Money::positive(d("0"), Currency::USD),
-            Err(MoneyError::NotPositive)
-        );
-        assert_eq!(
-            Money::positive(d("-1.00"), Currency::USD),
-            Err(MoneyError::NotPositive)
-        );
+        assert_eq!(Money::positive(d("0"), Currency::USD), Err(MoneyError::NotPositive));
+        assert_eq!(Money::positive(d("-1.00"), Currency::USD), Err(MoneyError::NotPositive));
         assert!(Money::positive(d("0.01"), Currency::USD).is_ok());
         assert!(Money::non_negative(d("0"), Currency::USD).is_ok());
-        assert_eq!(
-            Money::non_negative(d("-0.01"), Currency::USD),
-            Err(MoneyError::Negative)
-        );
+        assert_eq!(Money::non_negative(d("-0.01"), Currency::USD), Err(MoneyError::Negative));
     }
 
     #[test]
     fn decimals_bounded_by_currency_trailing_zeros_ignored() {
-        assert!(matches!(
-            Money::positive(d("10.001"), Currency::USD),
-            Err(MoneyError::TooManyDecimals { max: 2, .. })
-        ));
+        assert!(matches!(Money::positive(d("10.001"), Currency::USD), Err(MoneyError::TooManyDecimals { max: 2, .. })));
         assert!(Money::positive(d("10.100"), Currency::USD).is_ok());
-        assert!(matches!(
-            Money::positive(d("1.5"), Currency::JPY),
-            Err(MoneyError::TooManyDecimals { max: 0, .. })
-        ));
+        assert!(matches!(Money::positive(d("1.5"), Currency::JPY), Err(MoneyError::TooManyDecimals { max: 0, .. })));
         assert!(Money::positive(d("1500"), Currency::JPY).is_ok());
     }
 
     #[test]
     fn limit_is_ten_to_the_fifteen_minor_units() {
         assert!(Money::positive(d("10000000000000.00"), Currency::USD).is_ok());
-        assert!(matches!(
-            Money::positive(d("10000000000000.01"), Currency::USD),
-            Err(MoneyError::TooLarge { .. })
-        ));
+        assert!(matches!(Money::positive(d("10000000000000.01"), Currency::USD), Err(MoneyError::TooLarge { .. })));
         assert!(Money::positive(d("1000000000000000"), Currency::JPY).is_ok());
         assert!(Money::positive(d("1000000000000001"), Currency::JPY).is_err());
     }

@@ -61,25 +61,18 @@ impl Ledger {
         let store = PgEventStore::new(pg::lazy_pool(&config.ledger_database_url, config.pool_max)?);
         let read = PgReadModel::new(pg::lazy_pool(&config.read_database_url, config.pool_max)?);
         let bus = NatsBus::connect(&config.nats_url, config.topology.clone()).await?;
-        Ok(Ledger {
-            config,
-            store,
-            read,
-            bus,
-        })
+        Ok(Ledger { config, store, read, bus })
     }
 
-    fn event_store_probe(
-        &self,
-    ) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
+    fn event_store_probe(&self) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
         let store = self.store.clone();
         move || {
             let store = store.clone();
             async move {
                 match store.backlog().await {
-                    Ok(backlog) if backlog > OUTBOX_BACKLOG_DEGRADED => DepHealth::up()
-                        .with_state(State::Degraded)
-                        .detail("outbox_backlog", backlog),
+                    Ok(backlog) if backlog > OUTBOX_BACKLOG_DEGRADED => {
+                        DepHealth::up().with_state(State::Degraded).detail("outbox_backlog", backlog)
+                    }
                     Ok(backlog) => DepHealth::up().detail("outbox_backlog", backlog),
                     Err(e) => DepHealth::down(&e.to_string()),
                 }
@@ -88,26 +81,15 @@ impl Ledger {
         }
     }
 
-    fn nats_probe(
-        &self,
-    ) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
+    fn nats_probe(&self) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
         let bus = self.bus.clone();
         move || {
             let connected = bus.is_connected();
-            async move {
-                if connected {
-                    DepHealth::up()
-                } else {
-                    DepHealth::down("not connected")
-                }
-            }
-            .boxed()
+            async move { if connected { DepHealth::up() } else { DepHealth::down("not connected") } }.boxed()
         }
     }
 
-    fn read_model_probe(
-        &self,
-    ) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
+    fn read_model_probe(&self) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
         let read = self.read.clone();
         move || {
             let read = read.clone();
@@ -129,11 +111,7 @@ impl Ledger {
     /// writes go on while it is down, the read model lags).
     pub fn api_health(&self, with_relay: bool) -> Health {
         let health = Health::new().probe("event_store", true, self.event_store_probe());
-        if with_relay {
-            health.probe("nats", false, self.nats_probe())
-        } else {
-            health
-        }
+        if with_relay { health.probe("nats", false, self.nats_probe()) } else { health }
     }
 
     /// Health of the query API; with the processor in the same process, NATS and the event
@@ -141,11 +119,7 @@ impl Ledger {
     pub fn query_health(&self, with_processor: bool) -> Health {
         let health = Health::new().probe("read_model", true, self.read_model_probe());
         if with_processor {
-            health.probe("nats", false, self.nats_probe()).probe(
-                "event_store",
-                false,
-                self.event_store_probe(),
-            )
+            health.probe("nats", false, self.nats_probe()).probe("event_store", false, self.event_store_probe())
         } else {
             health
         }
@@ -156,10 +130,7 @@ impl Ledger {
     /// # Errors
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener, with_relay: bool) -> Result<(), AppError> {
-        let router = command_router(
-            CommandHandler::new(self.store.clone()),
-            self.api_health(with_relay),
-        );
+        let router = command_router(CommandHandler::new(self.store.clone()), self.api_health(with_relay));
         axum::serve(listener, router).await?;
         Ok(())
     }
@@ -168,11 +139,7 @@ impl Ledger {
     ///
     /// # Errors
     /// I/O errors of the listener.
-    pub async fn serve_query(
-        self,
-        listener: TcpListener,
-        with_processor: bool,
-    ) -> Result<(), AppError> {
+    pub async fn serve_query(self, listener: TcpListener, with_processor: bool) -> Result<(), AppError> {
         let router = query_router(self.read.clone(), self.query_health(with_processor));
         axum::serve(listener, router).await?;
         Ok(())

@@ -32,20 +32,14 @@ pub struct ConfigError {
 }
 
 fn var(name: &'static str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 fn parsed<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    var(name, default).parse().map_err(|e: T::Err| ConfigError {
-        name,
-        reason: e.to_string(),
-    })
+    var(name, default).parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string() })
 }
 
 impl LedgerConfig {
@@ -56,14 +50,8 @@ impl LedgerConfig {
     pub fn from_env() -> Result<LedgerConfig, ConfigError> {
         let defaults = NatsTopology::default();
         Ok(LedgerConfig {
-            ledger_database_url: var(
-                "LEDGER_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/ledger_events",
-            ),
-            read_database_url: var(
-                "READ_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/ledger_read",
-            ),
+            ledger_database_url: var("LEDGER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ledger_events"),
+            read_database_url: var("READ_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ledger_read"),
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
             api_addr: parsed("LEDGER_API_ADDR", "127.0.0.1:4000")?,
             query_addr: parsed("LEDGER_QUERY_ADDR", "127.0.0.1:4001")?,

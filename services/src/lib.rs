@@ -5,6 +5,7 @@
 //! - `ledger`: the ledger's logic, generic over the ports, and in-memory adapters;
 //! - `adapters`, `http`, `config`, `app` (real build only): sqlx, async-nats, axum, wiring.
 
+pub mod bugs;
 pub mod ledger;
 pub mod ports;
 

@@ -31,16 +31,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test run uses: process id, a counter and the clock.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos % 100_000
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
 }
 
 /// A nats-server of the test's own, with JetStream on a file store that survives its restarts.
@@ -55,11 +47,7 @@ impl PrivateNats {
         let port = free_port();
         let store = std::env::temp_dir().join(unique("nats_store"));
         std::fs::create_dir_all(&store).unwrap();
-        let mut nats = PrivateNats {
-            port,
-            store,
-            child: None,
-        };
+        let mut nats = PrivateNats { port, store, child: None };
         nats.restart();
         nats
     }
@@ -80,14 +68,7 @@ impl PrivateNats {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -110,11 +91,7 @@ impl Drop for PrivateNats {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A ledger with every role running in-process, on databases and a stream of its own.
@@ -171,10 +148,7 @@ impl TestLedger {
             ledger,
             api,
             query,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             api_task,
             query_task,
             relay_task: None,
@@ -230,22 +204,14 @@ impl TestLedger {
     }
 
     pub async fn balance(&self, id: &str, min_position: Option<u64>) -> (u16, Value) {
-        let query = min_position
-            .map(|p| format!("?min_position={p}"))
-            .unwrap_or_default();
+        let query = min_position.map(|p| format!("?min_position={p}")).unwrap_or_default();
         let response = self
             .http
-            .get(format!(
-                "http://{}/api/v1/accounts/{id}/balance{query}",
-                self.query
-            ))
+            .get(format!("http://{}/api/v1/accounts/{id}/balance{query}", self.query))
             .send()
             .await
             .expect("query answers");
-        (
-            response.status().as_u16(),
-            response.json().await.expect("JSON body"),
-        )
+        (response.status().as_u16(), response.json().await.expect("JSON body"))
     }
 
     /// Waits until the read model has the account at `version`; returns the view.
@@ -256,21 +222,13 @@ impl TestLedger {
             if status == 200 {
                 return body;
             }
-            assert!(
-                Instant::now() < deadline,
-                "read model never reached {id} v{version}: {status} {body}"
-            );
+            assert!(Instant::now() < deadline, "read model never reached {id} v{version}: {status} {body}");
         }
     }
 
     pub async fn health(&self, query_side: bool) -> (u16, Value) {
         let addr = if query_side { self.query } else { self.api };
-        let response = self
-            .http
-            .get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .unwrap();
+        let response = self.http.get(format!("http://{addr}/health")).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
@@ -282,10 +240,7 @@ impl TestLedger {
     }
 
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(self.ledger.store.pool())
-            .await
-            .unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(self.ledger.store.pool()).await.unwrap()
     }
 
     /// Stops every role, deletes the stream and drops both databases.
@@ -302,10 +257,7 @@ impl TestLedger {
         self.ledger.store.pool().close().await;
         self.ledger.read.pool().close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.ledger.bus.delete_stream()).await;
-        for url in [
-            &self.ledger.config.ledger_database_url,
-            &self.ledger.config.read_database_url,
-        ] {
+        for url in [&self.ledger.config.ledger_database_url, &self.ledger.config.read_database_url] {
             drop_database(url).await;
         }
     }
@@ -313,13 +265,8 @@ impl TestLedger {
 
 pub async fn drop_database(url: &str) {
     let name = url.rsplit('/').next().unwrap().to_string();
-    let admin: sqlx::PgPool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let admin: sqlx::PgPool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await.unwrap();
     admin.close().await;
 }
 

@@ -7,9 +7,7 @@
 use rust_decimal::Decimal;
 
 use super::commands::{LedgerCommand, LedgerError, validate_account_id};
-use super::events::{
-    AccountCreated, LedgerEvent, MoneyDeposited, MoneyWithdrawn, TransferReceived, TransferSent,
-};
+use super::events::{AccountCreated, LedgerEvent, MoneyDeposited, MoneyWithdrawn, TransferReceived, TransferSent};
 use crate::money::{Currency, Money, MoneyError, within_limit};
 
 /// An open account's state.
@@ -35,18 +33,11 @@ pub type Decision = Vec<(String, LedgerEvent)>;
 impl Account {
     /// An account that has no events yet.
     pub fn new(id: impl Into<String>) -> Account {
-        Account {
-            id: id.into(),
-            state: None,
-            version: 0,
-        }
+        Account { id: id.into(), state: None, version: 0 }
     }
 
     /// Folds events, in stream order, into a fresh account.
-    pub fn replay<'a>(
-        id: impl Into<String>,
-        events: impl IntoIterator<Item = &'a LedgerEvent>,
-    ) -> Account {
+    pub fn replay<'a>(id: impl Into<String>, events: impl IntoIterator<Item = &'a LedgerEvent>) -> Account {
         let mut account = Account::new(id);
         for event in events {
             account.apply(event);
@@ -71,9 +62,8 @@ impl Account {
                 });
             }
             other => {
-                let state = self.state.as_mut().unwrap_or_else(|| {
-                    panic!("event on account {} before it was created", self.id)
-                });
+                let state =
+                    self.state.as_mut().unwrap_or_else(|| panic!("event on account {} before it was created", self.id));
                 let currency = match other {
                     LedgerEvent::MoneyDeposited(e) => e.currency,
                     LedgerEvent::MoneyWithdrawn(e) => e.currency,
@@ -81,11 +71,7 @@ impl Account {
                     LedgerEvent::TransferReceived(e) => e.currency,
                     LedgerEvent::AccountCreated(_) => unreachable!(),
                 };
-                assert_eq!(
-                    currency, state.currency,
-                    "currency changed on account {}",
-                    self.id
-                );
+                assert_eq!(currency, state.currency, "currency changed on account {}", self.id);
                 state.balance += other.balance_delta();
             }
         }
@@ -97,11 +83,7 @@ impl Account {
     }
 
     fn open(&self) -> Result<&AccountState, LedgerError> {
-        self.state
-            .as_ref()
-            .ok_or_else(|| LedgerError::AccountNotFound {
-                account_id: self.id.clone(),
-            })
+        self.state.as_ref().ok_or_else(|| LedgerError::AccountNotFound { account_id: self.id.clone() })
     }
 }
 
@@ -115,33 +97,18 @@ impl Account {
 /// When `accounts` does not match the command's streams: a caller bug.
 pub fn decide(command: &LedgerCommand, accounts: &[&Account]) -> Result<Decision, LedgerError> {
     let streams = command.streams();
-    assert_eq!(
-        streams.len(),
-        accounts.len(),
-        "decide needs every stream of the command"
-    );
+    assert_eq!(streams.len(), accounts.len(), "decide needs every stream of the command");
     for (stream, account) in streams.iter().zip(accounts) {
         assert_eq!(*stream, account.id, "accounts out of order");
     }
     command.validate()?;
     match command {
-        LedgerCommand::CreateAccount {
-            account_id,
-            owner_name,
-            initial_balance,
-            currency,
-        } => {
+        LedgerCommand::CreateAccount { account_id, owner_name, initial_balance, currency } => {
             if accounts[0].state.is_some() {
-                return Err(LedgerError::AccountExists {
-                    account_id: account_id.clone(),
-                });
+                return Err(LedgerError::AccountExists { account_id: account_id.clone() });
             }
-            let opening = Money::non_negative(*initial_balance, *currency).map_err(|error| {
-                LedgerError::InvalidAmount {
-                    field: "initial_balance",
-                    error,
-                }
-            })?;
+            let opening = Money::non_negative(*initial_balance, *currency)
+                .map_err(|error| LedgerError::InvalidAmount { field: "initial_balance", error })?;
             Ok(vec![(
                 account_id.clone(),
                 LedgerEvent::AccountCreated(AccountCreated {
@@ -151,32 +118,19 @@ pub fn decide(command: &LedgerCommand, accounts: &[&Account]) -> Result<Decision
                 }),
             )])
         }
-        LedgerCommand::Deposit {
-            account_id,
-            amount,
-            currency,
-        } => {
+        LedgerCommand::Deposit { account_id, amount, currency } => {
             let state = accounts[0].open()?;
             let money = money_for(state, *amount, *currency)?;
             let after = state.balance + money.amount();
             if !within_limit(after, state.currency) {
-                return Err(LedgerError::BalanceLimitExceeded {
-                    account_id: account_id.clone(),
-                });
+                return Err(LedgerError::BalanceLimitExceeded { account_id: account_id.clone() });
             }
             Ok(vec![(
                 account_id.clone(),
-                LedgerEvent::MoneyDeposited(MoneyDeposited {
-                    amount: money.amount(),
-                    currency: state.currency,
-                }),
+                LedgerEvent::MoneyDeposited(MoneyDeposited { amount: money.amount(), currency: state.currency }),
             )])
         }
-        LedgerCommand::Withdraw {
-            account_id,
-            amount,
-            currency,
-        } => {
+        LedgerCommand::Withdraw { account_id, amount, currency } => {
             let state = accounts[0].open()?;
             let money = money_for(state, *amount, *currency)?;
             if state.balance < money.amount() {
@@ -184,34 +138,21 @@ pub fn decide(command: &LedgerCommand, accounts: &[&Account]) -> Result<Decision
             }
             Ok(vec![(
                 account_id.clone(),
-                LedgerEvent::MoneyWithdrawn(MoneyWithdrawn {
-                    amount: money.amount(),
-                    currency: state.currency,
-                }),
+                LedgerEvent::MoneyWithdrawn(MoneyWithdrawn { amount: money.amount(), currency: state.currency }),
             )])
         }
-        LedgerCommand::Transfer {
-            from_account_id,
-            to_account_id,
-            amount,
-            currency,
-        } => {
+        LedgerCommand::Transfer { from_account_id, to_account_id, amount, currency } => {
             let from = accounts[0].open()?;
             let to = accounts[1].open()?;
             if from.currency != to.currency {
-                return Err(LedgerError::CurrencyMismatch {
-                    expected: from.currency,
-                    found: to.currency,
-                });
+                return Err(LedgerError::CurrencyMismatch { expected: from.currency, found: to.currency });
             }
             let money = money_for(from, *amount, *currency)?;
             if from.balance < money.amount() {
                 return Err(insufficient(from_account_id, from, money));
             }
             if !within_limit(to.balance + money.amount(), to.currency) {
-                return Err(LedgerError::BalanceLimitExceeded {
-                    account_id: to_account_id.clone(),
-                });
+                return Err(LedgerError::BalanceLimitExceeded { account_id: to_account_id.clone() });
             }
             Ok(vec![
                 (
@@ -235,25 +176,14 @@ pub fn decide(command: &LedgerCommand, accounts: &[&Account]) -> Result<Decision
     }
 }
 
-fn money_for(
-    state: &AccountState,
-    amount: Decimal,
-    currency: Option<Currency>,
-) -> Result<Money, LedgerError> {
+fn money_for(state: &AccountState, amount: Decimal, currency: Option<Currency>) -> Result<Money, LedgerError> {
     if let Some(given) = currency
         && given != state.currency
     {
-        return Err(LedgerError::CurrencyMismatch {
-            expected: state.currency,
-            found: given,
-        });
+        return Err(LedgerError::CurrencyMismatch { expected: state.currency, found: given });
     }
-    Money::positive(amount, state.currency).map_err(|error: MoneyError| {
-        LedgerError::InvalidAmount {
-            field: "amount",
-            error,
-        }
-    })
+    Money::positive(amount, state.currency)
+        .map_err(|error: MoneyError| LedgerError::InvalidAmount { field: "amount", error })
 }
 
 fn insufficient(account_id: &str, state: &AccountState, money: Money) -> LedgerError {
@@ -297,19 +227,11 @@ mod tests {
     }
 
     fn withdraw(id: &str, amount: &str) -> LedgerCommand {
-        LedgerCommand::Withdraw {
-            account_id: id.into(),
-            amount: d(amount),
-            currency: None,
-        }
+        LedgerCommand::Withdraw { account_id: id.into(), amount: d(amount), currency: None }
     }
 
     fn deposit(id: &str, amount: &str) -> LedgerCommand {
-        LedgerCommand::Deposit {
-            account_id: id.into(),
-            amount: d(amount),
-            currency: None,
-        }
+        LedgerCommand::Deposit { account_id: id.into(), amount: d(amount), currency: None }
     }
 
     fn transfer(from: &str, to: &str, amount: &str) -> LedgerCommand {
@@ -330,10 +252,7 @@ mod tests {
             currency: Currency::USD,
         };
         let then = decide(&when, &[&Account::new("A")]).unwrap();
-        assert_eq!(
-            then,
-            vec![("A".to_string(), created("100.00", Currency::USD))]
-        );
+        assert_eq!(then, vec![("A".to_string(), created("100.00", Currency::USD))]);
     }
 
     #[test]
@@ -345,12 +264,7 @@ mod tests {
             initial_balance: d("0"),
             currency: Currency::USD,
         };
-        assert_eq!(
-            decide(&when, &[&a]),
-            Err(LedgerError::AccountExists {
-                account_id: "A".into()
-            })
-        );
+        assert_eq!(decide(&when, &[&a]), Err(LedgerError::AccountExists { account_id: "A".into() }));
     }
 
     #[test]
@@ -362,36 +276,20 @@ mod tests {
             currency: Currency::JPY,
         };
         assert!(decide(&when, &[&Account::new("A")]).is_ok());
-        if let LedgerCommand::CreateAccount {
-            initial_balance, ..
-        } = &mut when
-        {
+        if let LedgerCommand::CreateAccount { initial_balance, .. } = &mut when {
             *initial_balance = d("-1");
         }
         assert!(matches!(
             decide(&when, &[&Account::new("A")]),
-            Err(LedgerError::InvalidAmount {
-                field: "initial_balance",
-                error: MoneyError::Negative
-            })
+            Err(LedgerError::InvalidAmount { field: "initial_balance", error: MoneyError::Negative })
         ));
     }
 
     #[test]
     fn deposit_and_withdraw_on_missing_account() {
         let a = Account::new("A");
-        assert_eq!(
-            decide(&deposit("A", "1"), &[&a]),
-            Err(LedgerError::AccountNotFound {
-                account_id: "A".into()
-            })
-        );
-        assert_eq!(
-            decide(&withdraw("A", "1"), &[&a]),
-            Err(LedgerError::AccountNotFound {
-                account_id: "A".into()
-            })
-        );
+        assert_eq!(decide(&deposit("A", "1"), &[&a]), Err(LedgerError::AccountNotFound { account_id: "A".into() }));
+        assert_eq!(decide(&withdraw("A", "1"), &[&a]), Err(LedgerError::AccountNotFound { account_id: "A".into() }));
     }
 
     #[test]
@@ -414,30 +312,17 @@ mod tests {
         let yen = given("Y", &[created("1000", Currency::JPY)]);
         assert!(matches!(
             decide(&withdraw("Y", "1.5"), &[&yen]),
-            Err(LedgerError::InvalidAmount {
-                field: "amount",
-                error: MoneyError::TooManyDecimals { .. }
-            })
+            Err(LedgerError::InvalidAmount { field: "amount", error: MoneyError::TooManyDecimals { .. } })
         ));
         let usd = given("A", &[created("1.00", Currency::USD)]);
         assert!(matches!(
             decide(&deposit("A", "0"), &[&usd]),
-            Err(LedgerError::InvalidAmount {
-                error: MoneyError::NotPositive,
-                ..
-            })
+            Err(LedgerError::InvalidAmount { error: MoneyError::NotPositive, .. })
         ));
-        let euros = LedgerCommand::Deposit {
-            account_id: "A".into(),
-            amount: d("1"),
-            currency: Some(Currency::EUR),
-        };
+        let euros = LedgerCommand::Deposit { account_id: "A".into(), amount: d("1"), currency: Some(Currency::EUR) };
         assert_eq!(
             decide(&euros, &[&usd]),
-            Err(LedgerError::CurrencyMismatch {
-                expected: Currency::USD,
-                found: Currency::EUR
-            })
+            Err(LedgerError::CurrencyMismatch { expected: Currency::USD, found: Currency::EUR })
         );
     }
 
@@ -446,9 +331,7 @@ mod tests {
         let a = given("A", &[created("10000000000000.00", Currency::USD)]);
         assert_eq!(
             decide(&deposit("A", "0.01"), &[&a]),
-            Err(LedgerError::BalanceLimitExceeded {
-                account_id: "A".into()
-            })
+            Err(LedgerError::BalanceLimitExceeded { account_id: "A".into() })
         );
     }
 
@@ -465,10 +348,7 @@ mod tests {
         let (mut a2, mut b2) = (a.clone(), b.clone());
         a2.apply(&then[0].1);
         b2.apply(&then[1].1);
-        assert_eq!(
-            a2.balance().unwrap() + b2.balance().unwrap(),
-            a.balance().unwrap() + b.balance().unwrap()
-        );
+        assert_eq!(a2.balance().unwrap() + b2.balance().unwrap(), a.balance().unwrap() + b.balance().unwrap());
         assert_eq!(a2.version, 2);
     }
 
@@ -479,27 +359,14 @@ mod tests {
         let c = given("C", &[created("5.00", Currency::EUR)]);
         assert_eq!(
             decide(&transfer("A", "B", "1.00"), &[&a, &b]),
-            Err(LedgerError::CurrencyMismatch {
-                expected: Currency::EUR,
-                found: Currency::USD
-            })
+            Err(LedgerError::CurrencyMismatch { expected: Currency::EUR, found: Currency::USD })
         );
-        assert!(matches!(
-            decide(&transfer("A", "C", "50.01"), &[&a, &c]),
-            Err(LedgerError::InsufficientFunds { .. })
-        ));
+        assert!(matches!(decide(&transfer("A", "C", "50.01"), &[&a, &c]), Err(LedgerError::InsufficientFunds { .. })));
         assert_eq!(
             decide(&transfer("A", "X", "1.00"), &[&a, &Account::new("X")]),
-            Err(LedgerError::AccountNotFound {
-                account_id: "X".into()
-            })
+            Err(LedgerError::AccountNotFound { account_id: "X".into() })
         );
-        assert_eq!(
-            transfer("A", "A", "1.00").validate(),
-            Err(LedgerError::SameAccount {
-                account_id: "A".into()
-            })
-        );
+        assert_eq!(transfer("A", "A", "1.00").validate(), Err(LedgerError::SameAccount { account_id: "A".into() }));
     }
 
     #[test]
@@ -507,10 +374,7 @@ mod tests {
         // apply never refuses: an overdrawing withdrawal in the store (written by a buggy
         // writer) still folds, so the checkers can see the negative balance.
         let mut a = given("A", &[created("10.00", Currency::USD)]);
-        a.apply(&LedgerEvent::MoneyWithdrawn(MoneyWithdrawn {
-            amount: d("15.00"),
-            currency: Currency::USD,
-        }));
+        a.apply(&LedgerEvent::MoneyWithdrawn(MoneyWithdrawn { amount: d("15.00"), currency: Currency::USD }));
         assert_eq!(a.balance(), Some(d("-5.00")));
         assert_eq!(a.version, 2);
     }
@@ -519,9 +383,6 @@ mod tests {
     #[should_panic(expected = "before it was created")]
     fn apply_asserts_stream_order() {
         let mut a = Account::new("A");
-        a.apply(&LedgerEvent::MoneyDeposited(MoneyDeposited {
-            amount: d("1"),
-            currency: Currency::USD,
-        }));
+        a.apply(&LedgerEvent::MoneyDeposited(MoneyDeposited { amount: d("1"), currency: Currency::USD }));
     }
 }

@@ -20,28 +20,10 @@ pub const OWNER_NAME_LEN_MAX: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum LedgerCommand {
-    CreateAccount {
-        account_id: String,
-        owner_name: String,
-        initial_balance: Decimal,
-        currency: Currency,
-    },
-    Deposit {
-        account_id: String,
-        amount: Decimal,
-        currency: Option<Currency>,
-    },
-    Withdraw {
-        account_id: String,
-        amount: Decimal,
-        currency: Option<Currency>,
-    },
-    Transfer {
-        from_account_id: String,
-        to_account_id: String,
-        amount: Decimal,
-        currency: Option<Currency>,
-    },
+    CreateAccount { account_id: String, owner_name: String, initial_balance: Decimal, currency: Currency },
+    Deposit { account_id: String, amount: Decimal, currency: Option<Currency> },
+    Withdraw { account_id: String, amount: Decimal, currency: Option<Currency> },
+    Transfer { from_account_id: String, to_account_id: String, amount: Decimal, currency: Option<Currency> },
 }
 
 /// A rule a command breaks. Each variant is a definite answer: nothing was applied.
@@ -55,11 +37,7 @@ pub enum LedgerError {
     AccountNotFound { account_id: String },
     /// The balance does not cover the amount (409): an observation of the balance.
     #[error("insufficient funds in {account_id}: balance {balance}, requested {requested}")]
-    InsufficientFunds {
-        account_id: String,
-        balance: Decimal,
-        requested: Decimal,
-    },
+    InsufficientFunds { account_id: String, balance: Decimal, requested: Decimal },
     /// The amount's currency is not the account's, or a transfer crosses currencies (422).
     #[error("currency mismatch: expected {expected}, found {found}")]
     CurrencyMismatch { expected: Currency, found: Currency },
@@ -68,10 +46,7 @@ pub enum LedgerError {
     SameAccount { account_id: String },
     /// The amount is not valid money in the account's currency (422).
     #[error("invalid {field}: {error}")]
-    InvalidAmount {
-        field: &'static str,
-        error: MoneyError,
-    },
+    InvalidAmount { field: &'static str, error: MoneyError },
     /// The resulting balance would pass the limit of 10^15 minor units (409).
     #[error("balance of {account_id} would exceed the limit")]
     BalanceLimitExceeded { account_id: String },
@@ -97,11 +72,7 @@ impl LedgerCommand {
             LedgerCommand::CreateAccount { account_id, .. }
             | LedgerCommand::Deposit { account_id, .. }
             | LedgerCommand::Withdraw { account_id, .. } => vec![account_id.as_str()],
-            LedgerCommand::Transfer {
-                from_account_id,
-                to_account_id,
-                ..
-            } => {
+            LedgerCommand::Transfer { from_account_id, to_account_id, .. } => {
                 vec![from_account_id.as_str(), to_account_id.as_str()]
             }
         }
@@ -114,52 +85,29 @@ impl LedgerCommand {
     pub fn validate(&self) -> Result<(), LedgerError> {
         let positive = |field: &'static str, amount: &Decimal| {
             if *amount <= Decimal::ZERO {
-                Err(LedgerError::InvalidAmount {
-                    field,
-                    error: MoneyError::NotPositive,
-                })
+                Err(LedgerError::InvalidAmount { field, error: MoneyError::NotPositive })
             } else {
                 Ok(())
             }
         };
         match self {
-            LedgerCommand::CreateAccount {
-                account_id,
-                owner_name,
-                initial_balance,
-                ..
-            } => {
+            LedgerCommand::CreateAccount { account_id, owner_name, initial_balance, .. } => {
                 validate_account_id("account_id", account_id)?;
                 validate_owner_name(owner_name)?;
                 if *initial_balance < Decimal::ZERO {
-                    return Err(LedgerError::InvalidAmount {
-                        field: "initial_balance",
-                        error: MoneyError::Negative,
-                    });
+                    return Err(LedgerError::InvalidAmount { field: "initial_balance", error: MoneyError::Negative });
                 }
                 Ok(())
             }
-            LedgerCommand::Deposit {
-                account_id, amount, ..
-            }
-            | LedgerCommand::Withdraw {
-                account_id, amount, ..
-            } => {
+            LedgerCommand::Deposit { account_id, amount, .. } | LedgerCommand::Withdraw { account_id, amount, .. } => {
                 validate_account_id("account_id", account_id)?;
                 positive("amount", amount)
             }
-            LedgerCommand::Transfer {
-                from_account_id,
-                to_account_id,
-                amount,
-                ..
-            } => {
+            LedgerCommand::Transfer { from_account_id, to_account_id, amount, .. } => {
                 validate_account_id("from_account_id", from_account_id)?;
                 validate_account_id("to_account_id", to_account_id)?;
                 if from_account_id == to_account_id {
-                    return Err(LedgerError::SameAccount {
-                        account_id: from_account_id.clone(),
-                    });
+                    return Err(LedgerError::SameAccount { account_id: from_account_id.clone() });
                 }
                 positive("amount", amount)
             }
@@ -171,9 +119,7 @@ impl LedgerCommand {
     pub fn canonical(&self) -> String {
         let mut normal = self.clone();
         match &mut normal {
-            LedgerCommand::CreateAccount {
-                initial_balance, ..
-            } => *initial_balance = initial_balance.normalize(),
+            LedgerCommand::CreateAccount { initial_balance, .. } => *initial_balance = initial_balance.normalize(),
             LedgerCommand::Deposit { amount, .. }
             | LedgerCommand::Withdraw { amount, .. }
             | LedgerCommand::Transfer { amount, .. } => *amount = amount.normalize(),
@@ -191,10 +137,7 @@ pub fn validate_account_id(field: &'static str, id: &str) -> Result<(), LedgerEr
         Some("must not be empty".to_string())
     } else if id.len() > ACCOUNT_ID_LEN_MAX {
         Some(format!("must be at most {ACCOUNT_ID_LEN_MAX} characters"))
-    } else if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
+    } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
         Some("may hold only letters, digits, '-', '_', '.' and ':'".to_string())
     } else {
         None
@@ -208,10 +151,7 @@ pub fn validate_account_id(field: &'static str, id: &str) -> Result<(), LedgerEr
 fn validate_owner_name(name: &str) -> Result<(), LedgerError> {
     let field = "owner_name";
     if name.trim().is_empty() {
-        return Err(LedgerError::InvalidField {
-            field,
-            reason: "must not be empty".into(),
-        });
+        return Err(LedgerError::InvalidField { field, reason: "must not be empty".into() });
     }
     if name.chars().count() > OWNER_NAME_LEN_MAX {
         return Err(LedgerError::InvalidField {
@@ -220,10 +160,7 @@ fn validate_owner_name(name: &str) -> Result<(), LedgerError> {
         });
     }
     if name.chars().any(char::is_control) {
-        return Err(LedgerError::InvalidField {
-            field,
-            reason: "must not hold control characters".into(),
-        });
+        return Err(LedgerError::InvalidField { field, reason: "must not hold control characters".into() });
     }
     Ok(())
 }
@@ -240,31 +177,19 @@ mod tests {
         for bad in ["", "has space", "ümlaut", &"x".repeat(65)] {
             assert!(matches!(
                 validate_account_id("account_id", bad),
-                Err(LedgerError::InvalidField {
-                    field: "account_id",
-                    ..
-                })
+                Err(LedgerError::InvalidField { field: "account_id", .. })
             ));
         }
     }
 
     #[test]
     fn canonical_form_ignores_trailing_zeros() {
-        let a = LedgerCommand::Deposit {
-            account_id: "A".into(),
-            amount: parse_decimal("10.0").unwrap(),
-            currency: None,
-        };
-        let b = LedgerCommand::Deposit {
-            account_id: "A".into(),
-            amount: parse_decimal("10.00").unwrap(),
-            currency: None,
-        };
-        let c = LedgerCommand::Withdraw {
-            account_id: "A".into(),
-            amount: parse_decimal("10.00").unwrap(),
-            currency: None,
-        };
+        let a =
+            LedgerCommand::Deposit { account_id: "A".into(), amount: parse_decimal("10.0").unwrap(), currency: None };
+        let b =
+            LedgerCommand::Deposit { account_id: "A".into(), amount: parse_decimal("10.00").unwrap(), currency: None };
+        let c =
+            LedgerCommand::Withdraw { account_id: "A".into(), amount: parse_decimal("10.00").unwrap(), currency: None };
         assert_eq!(a.canonical(), b.canonical());
         assert_ne!(a.canonical(), c.canonical());
     }

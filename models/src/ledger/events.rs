@@ -75,22 +75,13 @@ pub enum DecodeError {
     #[error("unknown version {version} of {event_type}")]
     UnknownVersion { event_type: String, version: u32 },
     #[error("malformed {event_type} v{version}: {reason}")]
-    Malformed {
-        event_type: String,
-        version: u32,
-        reason: String,
-    },
+    Malformed { event_type: String, version: u32, reason: String },
 }
 
 impl LedgerEvent {
     /// Names of the event types, in a fixed order.
-    pub const TYPES: [&'static str; 5] = [
-        "AccountCreated",
-        "MoneyDeposited",
-        "MoneyWithdrawn",
-        "TransferSent",
-        "TransferReceived",
-    ];
+    pub const TYPES: [&'static str; 5] =
+        ["AccountCreated", "MoneyDeposited", "MoneyWithdrawn", "TransferSent", "TransferReceived"];
 
     /// The currency assumed for `MoneyDeposited` v1, which had none (spec 000, scenario 6:
     /// every account of that era was in US dollars).
@@ -137,13 +128,8 @@ impl LedgerEvent {
         }
         .expect("event structs always serialize");
         let event_type = self.event_type();
-        let event_version =
-            Self::current_version(event_type).expect("every event type has a version");
-        EncodedEvent {
-            event_type: event_type.to_string(),
-            event_version,
-            data,
-        }
+        let event_version = Self::current_version(event_type).expect("every event type has a version");
+        EncodedEvent { event_type: event_type.to_string(), event_version, data }
     }
 
     /// Decodes any version ever written, upcasting old versions to the current one.
@@ -151,34 +137,17 @@ impl LedgerEvent {
     /// # Errors
     /// [`DecodeError`] when the type or version is unknown or the data does not fit it.
     pub fn decode(encoded: &EncodedEvent) -> Result<LedgerEvent, DecodeError> {
-        let EncodedEvent {
-            event_type,
-            event_version,
-            data,
-        } = encoded;
+        let EncodedEvent { event_type, event_version, data } = encoded;
         let version = *event_version;
-        let malformed = |reason: String| DecodeError::Malformed {
-            event_type: event_type.clone(),
-            version,
-            reason,
-        };
-        let current = Self::current_version(event_type)
-            .ok_or_else(|| DecodeError::UnknownType(event_type.clone()))?;
+        let malformed = |reason: String| DecodeError::Malformed { event_type: event_type.clone(), version, reason };
+        let current = Self::current_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.clone()))?;
         if version == current {
             let parse = |value: &Value| -> Result<LedgerEvent, serde_json::Error> {
                 Ok(match event_type.as_str() {
-                    "AccountCreated" => {
-                        LedgerEvent::AccountCreated(serde_json::from_value(value.clone())?)
-                    }
-                    "MoneyDeposited" => {
-                        LedgerEvent::MoneyDeposited(serde_json::from_value(value.clone())?)
-                    }
-                    "MoneyWithdrawn" => {
-                        LedgerEvent::MoneyWithdrawn(serde_json::from_value(value.clone())?)
-                    }
-                    "TransferSent" => {
-                        LedgerEvent::TransferSent(serde_json::from_value(value.clone())?)
-                    }
+                    "AccountCreated" => LedgerEvent::AccountCreated(serde_json::from_value(value.clone())?),
+                    "MoneyDeposited" => LedgerEvent::MoneyDeposited(serde_json::from_value(value.clone())?),
+                    "MoneyWithdrawn" => LedgerEvent::MoneyWithdrawn(serde_json::from_value(value.clone())?),
+                    "TransferSent" => LedgerEvent::TransferSent(serde_json::from_value(value.clone())?),
                     _ => LedgerEvent::TransferReceived(serde_json::from_value(value.clone())?),
                 })
             };
@@ -191,15 +160,9 @@ impl LedgerEvent {
                     .get("amount")
                     .ok_or_else(|| malformed("missing amount".to_string()))
                     .and_then(|v| decimal_from_json(v).map_err(malformed))?;
-                Ok(LedgerEvent::MoneyDeposited(MoneyDeposited {
-                    amount,
-                    currency: Self::V1_DEPOSIT_CURRENCY,
-                }))
+                Ok(LedgerEvent::MoneyDeposited(MoneyDeposited { amount, currency: Self::V1_DEPOSIT_CURRENCY }))
             }
-            _ => Err(DecodeError::UnknownVersion {
-                event_type: event_type.clone(),
-                version,
-            }),
+            _ => Err(DecodeError::UnknownVersion { event_type: event_type.clone(), version }),
         }
     }
 }
@@ -230,14 +193,8 @@ mod tests {
                 currency: usd,
                 initial_balance: Decimal::new(100000, 2),
             }),
-            LedgerEvent::MoneyDeposited(MoneyDeposited {
-                amount: Decimal::new(50000, 2),
-                currency: usd,
-            }),
-            LedgerEvent::MoneyWithdrawn(MoneyWithdrawn {
-                amount: Decimal::new(1000, 2),
-                currency: usd,
-            }),
+            LedgerEvent::MoneyDeposited(MoneyDeposited { amount: Decimal::new(50000, 2), currency: usd }),
+            LedgerEvent::MoneyWithdrawn(MoneyWithdrawn { amount: Decimal::new(1000, 2), currency: usd }),
             LedgerEvent::TransferSent(TransferSent {
                 to_account_id: "DEMO-002".into(),
                 amount: Decimal::new(2500, 2),
@@ -262,10 +219,7 @@ mod tests {
     fn stored_form_of_every_event_type_and_version() {
         for event in samples() {
             let encoded = event.encode();
-            insta::assert_snapshot!(
-                format!("{}_v{}", encoded.event_type, encoded.event_version),
-                pretty(&encoded)
-            );
+            insta::assert_snapshot!(format!("{}_v{}", encoded.event_type, encoded.event_version), pretty(&encoded));
         }
         let v1 = EncodedEvent {
             event_type: "MoneyDeposited".into(),
@@ -287,63 +241,25 @@ mod tests {
 
     #[test]
     fn deposit_v1_upcasts_to_usd_exactly() {
-        for data in [
-            json!({"amount": "500.10"}),
-            serde_json::from_str(r#"{"amount": 500.10}"#).unwrap(),
-        ] {
-            let v1 = EncodedEvent {
-                event_type: "MoneyDeposited".into(),
-                event_version: 1,
-                data,
-            };
+        for data in [json!({"amount": "500.10"}), serde_json::from_str(r#"{"amount": 500.10}"#).unwrap()] {
+            let v1 = EncodedEvent { event_type: "MoneyDeposited".into(), event_version: 1, data };
             let event = LedgerEvent::decode(&v1).unwrap();
             assert_eq!(
                 event,
-                LedgerEvent::MoneyDeposited(MoneyDeposited {
-                    amount: Decimal::new(50010, 2),
-                    currency: Currency::USD
-                })
+                LedgerEvent::MoneyDeposited(MoneyDeposited { amount: Decimal::new(50010, 2), currency: Currency::USD })
             );
         }
     }
 
     #[test]
     fn unknown_and_malformed_are_errors_not_panics() {
-        let unknown = EncodedEvent {
-            event_type: "Nope".into(),
-            event_version: 1,
-            data: json!({}),
-        };
-        assert!(matches!(
-            LedgerEvent::decode(&unknown),
-            Err(DecodeError::UnknownType(_))
-        ));
-        let future = EncodedEvent {
-            event_type: "MoneyWithdrawn".into(),
-            event_version: 9,
-            data: json!({}),
-        };
-        assert!(matches!(
-            LedgerEvent::decode(&future),
-            Err(DecodeError::UnknownVersion { .. })
-        ));
-        let bad = EncodedEvent {
-            event_type: "MoneyWithdrawn".into(),
-            event_version: 1,
-            data: json!({"amount": true}),
-        };
-        assert!(matches!(
-            LedgerEvent::decode(&bad),
-            Err(DecodeError::Malformed { .. })
-        ));
-        let bad_v1 = EncodedEvent {
-            event_type: "MoneyDeposited".into(),
-            event_version: 1,
-            data: json!({}),
-        };
-        assert!(matches!(
-            LedgerEvent::decode(&bad_v1),
-            Err(DecodeError::Malformed { .. })
-        ));
+        let unknown = EncodedEvent { event_type: "Nope".into(), event_version: 1, data: json!({}) };
+        assert!(matches!(LedgerEvent::decode(&unknown), Err(DecodeError::UnknownType(_))));
+        let future = EncodedEvent { event_type: "MoneyWithdrawn".into(), event_version: 9, data: json!({}) };
+        assert!(matches!(LedgerEvent::decode(&future), Err(DecodeError::UnknownVersion { .. })));
+        let bad = EncodedEvent { event_type: "MoneyWithdrawn".into(), event_version: 1, data: json!({"amount": true}) };
+        assert!(matches!(LedgerEvent::decode(&bad), Err(DecodeError::Malformed { .. })));
+        let bad_v1 = EncodedEvent { event_type: "MoneyDeposited".into(), event_version: 1, data: json!({}) };
+        assert!(matches!(LedgerEvent::decode(&bad_v1), Err(DecodeError::Malformed { .. })));
     }
 }

@@ -137,11 +137,7 @@ impl NatsBus {
     /// # Errors
     /// [`BusError::Unavailable`] when NATS does not answer.
     pub async fn delete_stream(&self) -> Result<(), BusError> {
-        self.js
-            .delete_stream(&self.topology.stream)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.js.delete_stream(&self.topology.stream).await.map(|_| ()).map_err(unavailable)
     }
 
     /// Messages in the stream and the consumer's pending count, for health and tests.
@@ -161,18 +157,10 @@ impl EventPublisher for NatsBus {
             self.ensure_stream().await?;
         }
         let payload = serde_json::to_vec(event).expect("recorded events serialize");
-        let subject = format!(
-            "{}.{}",
-            self.topology.subject_prefix, event.encoded.event_type
-        );
-        let publish = jetstream::context::Publish::build()
-            .payload(payload.into())
-            .message_id(event.event_id.to_string());
-        let ack = self
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(unavailable)?;
+        let subject = format!("{}.{}", self.topology.subject_prefix, event.encoded.event_type);
+        let publish =
+            jetstream::context::Publish::build().payload(payload.into()).message_id(event.event_id.to_string());
+        let ack = self.js.send_publish(subject, publish).await.map_err(unavailable)?;
         let ack = ack.await.map_err(|e| {
             // The stream may have been deleted or NATS restarted without its store.
             if let Ok(mut ready) = self.stream_ready.try_lock() {
@@ -208,10 +196,7 @@ impl Delivery for NatsDelivery {
     }
 
     async fn nak(self, delay: Duration) -> Result<(), BusError> {
-        self.message
-            .ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(unavailable)
+        self.message.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)
     }
 }
 
@@ -221,8 +206,7 @@ impl EventConsumer for NatsBus {
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<NatsDelivery>, BusError> {
         let consumer = self.consumer().await?;
         let fetched = tokio::time::timeout(wait + REQUEST_TIMEOUT, async {
-            let mut batch =
-                consumer.fetch().max_messages(max).expires(wait).messages().await.map_err(unavailable)?;
+            let mut batch = consumer.fetch().max_messages(max).expires(wait).messages().await.map_err(unavailable)?;
             let mut out = Vec::new();
             while let Some(message) = batch.next().await {
                 let message = match message {

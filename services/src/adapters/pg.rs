@@ -16,8 +16,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::ports::ledger::{
-    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError,
-    StoredOutcome,
+    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError, StoredOutcome,
 };
 
 /// Longest wait for a pooled connection.
@@ -42,10 +41,7 @@ pub enum SetupError {
 
 fn connect_options(url: &str) -> Result<PgConnectOptions, SetupError> {
     let options = PgConnectOptions::from_str(url).map_err(|e| SetupError::Url(e.to_string()))?;
-    Ok(options.options([(
-        "statement_timeout",
-        STATEMENT_TIMEOUT.as_millis().to_string(),
-    )]))
+    Ok(options.options([("statement_timeout", STATEMENT_TIMEOUT.as_millis().to_string())]))
 }
 
 /// A pool that connects lazily: a service starts while its database is down and answers 503.
@@ -71,9 +67,7 @@ pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
     // CREATE DATABASE takes no bound parameters: the name is checked to be a plain identifier
     // and quoted, the one place SQL is built from a string.
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(SetupError::Url(format!(
-            "database name {name:?} must be letters, digits and '_'"
-        )));
+        return Err(SetupError::Url(format!("database name {name:?} must be letters, digits and '_'")));
     }
     let admin = options.clone().database("postgres");
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&admin))
@@ -84,9 +78,7 @@ pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
         .fetch_optional(&mut conn)
         .await?;
     if exists.is_none() {
-        let created = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await;
+        let created = sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await;
         match created {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Created concurrently by another process: fine.
@@ -133,42 +125,33 @@ fn store_error(error: sqlx::Error, phase: Phase, streams: &str) -> StoreError {
     };
     match &error {
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") if db.constraint() == Some("command_outcomes_pkey") => {
-                StoreError::Duplicate
-            }
-            Some("23505") => StoreError::Conflict {
-                stream_id: streams.to_string(),
-            },
+            Some("23505") if db.constraint() == Some("command_outcomes_pkey") => StoreError::Duplicate,
+            Some("23505") => StoreError::Conflict { stream_id: streams.to_string() },
             Some("40001") => StoreError::Retryable(db.message().to_string()),
             Some("40003") => StoreError::Ambiguous(db.message().to_string()),
             // Connection exceptions, shutdown, too many connections, query canceled.
-            Some(code) if code.starts_with("08") || code.starts_with("57") || code == "53300" => {
-                lost(db)
-            }
+            Some(code) if code.starts_with("08") || code.starts_with("57") || code == "53300" => lost(db),
             _ if phase == Phase::Commit => StoreError::Ambiguous(db.message().to_string()),
             _ => StoreError::Unavailable(db.message().to_string()),
         },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(error.to_string())
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt(error.to_string())
         }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(error.to_string()),
         _ => lost(&error),
     }
 }
 
 fn read_error(error: sqlx::Error) -> ReadError {
     match &error {
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_) => ReadError::Corrupt(error.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            ReadError::Corrupt(error.to_string())
+        }
         _ => ReadError::Unavailable(error.to_string()),
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "event_id, stream_id, version, global_position, event_type, event_version, data";
+const EVENT_COLUMNS: &str = "event_id, stream_id, version, global_position, event_type, event_version, data, command_key";
 
 fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
     let version: i64 = row.try_get("version")?;
@@ -180,10 +163,10 @@ fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
         global_position: row.try_get("global_position")?,
         encoded: EncodedEvent {
             event_type: row.try_get("event_type")?,
-            event_version: u32::try_from(event_version)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            event_version: u32::try_from(event_version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             data: row.try_get("data")?,
         },
+        command_key: row.try_get("command_key")?,
     })
 }
 
@@ -236,69 +219,49 @@ impl PgEventStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        tx.commit()
-            .await
-            .map_err(|e| store_error(e, Phase::Commit, stream_id))?;
+        tx.commit().await.map_err(|e| store_error(e, Phase::Commit, stream_id))?;
         Ok(position)
     }
 }
 
 impl EventStore for PgEventStore {
     async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
-        ))
-        .bind(stream_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| store_error(e, Phase::Before, stream_id))?;
-        rows.iter()
-            .map(recorded)
-            .collect::<Result<_, _>>()
-            .map_err(|e| store_error(e, Phase::Before, stream_id))
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"))
+            .bind(stream_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error(e, Phase::Before, stream_id))?;
+        rows.iter().map(recorded).collect::<Result<_, _>>().map_err(|e| store_error(e, Phase::Before, stream_id))
     }
 
     async fn outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request, response FROM command_outcomes WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| store_error(e, Phase::Before, ""))?;
+        let row = sqlx::query("SELECT request, response FROM command_outcomes WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error(e, Phase::Before, ""))?;
         row.map(|row| -> Result<StoredOutcome, sqlx::Error> {
-            Ok(StoredOutcome {
-                request: row.try_get("request")?,
-                response: row.try_get("response")?,
-            })
+            Ok(StoredOutcome { request: row.try_get("request")?, response: row.try_get("response")? })
         })
         .transpose()
         .map_err(|e| store_error(e, Phase::Before, ""))
     }
 
     async fn append(&self, batch: AppendBatch) -> Result<Vec<i64>, StoreError> {
-        assert!(
-            !batch.events.is_empty(),
-            "an append writes at least one event"
-        );
-        let streams = batch
-            .events
-            .iter()
-            .map(|e| e.stream_id.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        assert!(!batch.events.is_empty(), "an append writes at least one event");
+        let streams = batch.events.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>().join(",");
         let before = |e| store_error(e, Phase::Before, &streams);
         let mut tx = self.pool.begin().await.map_err(before)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-            .execute(&mut *tx)
-            .await
-            .map_err(before)?;
-        let key = batch.idempotency.as_ref().map(|(k, _)| k.as_str());
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(&mut *tx).await.map_err(before)?;
         let mut positions = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
+            // With `check_versions` off ("expected version: any", only a planted bug does it)
+            // the stream's next version is taken, whatever it is.
             let position: i64 = sqlx::query_scalar(
                 "INSERT INTO events (event_id, stream_id, version, event_type, event_version, data, command_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING global_position",
+                 VALUES ($1, $2, CASE WHEN $8 THEN $3 ELSE \
+                 (SELECT COALESCE(MAX(version), 0) + 1 FROM events WHERE stream_id = $2) END, \
+                 $4, $5, $6, $7) RETURNING global_position",
             )
             .bind(event.event_id)
             .bind(&event.stream_id)
@@ -306,16 +269,19 @@ impl EventStore for PgEventStore {
             .bind(&event.encoded.event_type)
             .bind(event.encoded.event_version as i32)
             .bind(&event.encoded.data)
-            .bind(key)
+            .bind(&event.command_key)
+            .bind(batch.check_versions)
             .fetch_one(&mut *tx)
             .await
             .map_err(before)?;
-            sqlx::query("INSERT INTO outbox (event_id, global_position) VALUES ($1, $2)")
-                .bind(event.event_id)
-                .bind(position)
-                .execute(&mut *tx)
-                .await
-                .map_err(before)?;
+            if batch.write_outbox {
+                sqlx::query("INSERT INTO outbox (event_id, global_position) VALUES ($1, $2)")
+                    .bind(event.event_id)
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(before)?;
+            }
             positions.push(position);
         }
         if let Some((key, outcome)) = &batch.idempotency {
@@ -327,26 +293,18 @@ impl EventStore for PgEventStore {
                 .await
                 .map_err(before)?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| store_error(e, Phase::Commit, &streams))?;
+        tx.commit().await.map_err(|e| store_error(e, Phase::Commit, &streams))?;
         Ok(positions)
     }
 
-    async fn read_all(
-        &self,
-        after: Option<(String, u64)>,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: Option<(String, u64)>, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = limit as i64;
         let rows = match after {
             None => {
-                sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version LIMIT $1"
-                ))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
+                sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
             }
             Some((stream, version)) => {
                 sqlx::query(&format!(
@@ -361,10 +319,7 @@ impl EventStore for PgEventStore {
             }
         }
         .map_err(|e| store_error(e, Phase::Before, ""))?;
-        rows.iter()
-            .map(recorded)
-            .collect::<Result<_, _>>()
-            .map_err(|e| store_error(e, Phase::Before, ""))
+        rows.iter().map(recorded).collect::<Result<_, _>>().map_err(|e| store_error(e, Phase::Before, ""))
     }
 
     async fn unsent(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -376,10 +331,7 @@ impl EventStore for PgEventStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| store_error(e, Phase::Before, ""))?;
-        rows.iter()
-            .map(recorded)
-            .collect::<Result<_, _>>()
-            .map_err(|e| store_error(e, Phase::Before, ""))
+        rows.iter().map(recorded).collect::<Result<_, _>>().map_err(|e| store_error(e, Phase::Before, ""))
     }
 
     async fn mark_sent(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
@@ -453,12 +405,11 @@ impl PgReadModel {
 
 /// Applies one event inside an open transaction: idempotent by (stream, version).
 async fn apply_in(conn: &mut PgConnection, event: &RecordedEvent) -> Result<Applied, ReadError> {
-    let have: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM account_balances WHERE account_id = $1 FOR UPDATE")
-            .bind(&event.stream_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(read_error)?;
+    let have: Option<i64> = sqlx::query_scalar("SELECT version FROM account_balances WHERE account_id = $1 FOR UPDATE")
+        .bind(&event.stream_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(read_error)?;
     let have = have.unwrap_or(0) as u64;
     if event.version <= have {
         return Ok(Applied::Duplicate);
@@ -466,8 +417,7 @@ async fn apply_in(conn: &mut PgConnection, event: &RecordedEvent) -> Result<Appl
     if event.version != have + 1 {
         return Ok(Applied::Gap { have });
     }
-    let decoded =
-        LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    let decoded = LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
     let delta = decoded.balance_delta();
     let balance_after: Decimal = match &decoded {
         LedgerEvent::AccountCreated(created) => {
@@ -533,9 +483,7 @@ fn balance_view(row: &PgRow) -> Result<BalanceView, ReadError> {
     Ok(BalanceView {
         account_id: row.try_get("account_id").map_err(read_error)?,
         owner_name: row.try_get("owner_name").map_err(read_error)?,
-        currency: currency
-            .parse()
-            .map_err(|e: models::MoneyError| ReadError::Corrupt(e.to_string()))?,
+        currency: currency.parse().map_err(|e: models::MoneyError| ReadError::Corrupt(e.to_string()))?,
         balance: row.try_get("balance").map_err(read_error)?,
         version: version as u64,
         global_position: row.try_get("global_position").map_err(read_error)?,
@@ -557,23 +505,19 @@ impl ReadModel for PgReadModel {
     }
 
     async fn balance(&self, account_id: &str) -> Result<Option<BalanceView>, ReadError> {
-        let row = sqlx::query(&format!(
-            "SELECT {BALANCE_COLUMNS} FROM account_balances WHERE account_id = $1"
-        ))
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(read_error)?;
+        let row = sqlx::query(&format!("SELECT {BALANCE_COLUMNS} FROM account_balances WHERE account_id = $1"))
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(read_error)?;
         row.as_ref().map(balance_view).transpose()
     }
 
     async fn all_balances(&self) -> Result<Vec<BalanceView>, ReadError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(read_error)?;
+        let rows = sqlx::query(&format!("SELECT {BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(read_error)?;
         rows.iter().map(balance_view).collect()
     }
 

@@ -22,11 +22,7 @@ mod real {
     use tokio::net::TcpListener;
 
     #[derive(Parser)]
-    #[command(
-        name = "ledger",
-        version,
-        about = "ChronicleLedger: event-sourced ledger roles"
-    )]
+    #[command(name = "ledger", version, about = "ChronicleLedger: event-sourced ledger roles")]
     struct Cli {
         /// Log as JSON lines.
         #[arg(long, global = true)]
@@ -58,10 +54,7 @@ mod real {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         if cli.json {
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(filter)
-                .init();
+            tracing_subscriber::fmt().json().with_env_filter(filter).init();
         } else {
             tracing_subscriber::fmt().with_env_filter(filter).init();
         }
@@ -72,10 +65,7 @@ mod real {
                 return ExitCode::from(2);
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
         match runtime.block_on(run(cli.role, config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -102,11 +92,7 @@ mod real {
                 Ok(())
             }
             Role::Api => ledger.serve_api(bind(config.api_addr).await?, false).await,
-            Role::Query => {
-                ledger
-                    .serve_query(bind(config.query_addr).await?, false)
-                    .await
-            }
+            Role::Query => ledger.serve_query(bind(config.query_addr).await?, false).await,
             Role::Relay => {
                 ledger.run_relay().await;
                 Ok(())

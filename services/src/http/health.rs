@@ -29,16 +29,11 @@ pub struct DepHealth {
 
 impl DepHealth {
     pub fn up() -> Self {
-        DepHealth {
-            state: State::Up,
-            details: BTreeMap::new(),
-        }
+        DepHealth { state: State::Up, details: BTreeMap::new() }
     }
 
     pub fn down(reason: &str) -> Self {
-        DepHealth::up()
-            .with_state(State::Down)
-            .detail("error", reason)
+        DepHealth::up().with_state(State::Down).detail("error", reason)
     }
 
     pub fn with_state(mut self, state: State) -> Self {
@@ -78,11 +73,7 @@ impl Health {
     where
         F: Fn() -> BoxFuture<'static, DepHealth> + Send + Sync + 'static,
     {
-        self.probes.push(Probe {
-            name: name.to_string(),
-            critical,
-            run: Arc::new(run),
-        });
+        self.probes.push(Probe { name: name.to_string(), critical, run: Arc::new(run) });
         self
     }
 
@@ -101,9 +92,6 @@ impl Health {
             dependencies.insert(probe.name.clone(), health);
         }
         let status = if overall == "down" { 503 } else { 200 };
-        (
-            status,
-            serde_json::json!({"status": overall, "dependencies": dependencies}),
-        )
+        (status, serde_json::json!({"status": overall, "dependencies": dependencies}))
     }
 }

@@ -20,9 +20,7 @@ pub fn respond(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(reply.body)).into_response();
     if reply.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -47,12 +45,7 @@ async fn post_command<S: EventStore>(
     body: Body,
 ) -> Response {
     let Ok(body) = to_bytes(body, BODY_LEN_MAX).await else {
-        return respond(Reply::error(
-            413,
-            "body_too_large",
-            None,
-            format!("at most {BODY_LEN_MAX} bytes"),
-        ));
+        return respond(Reply::error(413, "body_too_large", None, format!("at most {BODY_LEN_MAX} bytes")));
     };
     let key = headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::as_bytes);
     respond(api::command(&state.handler, &kind, key, &body).await)
@@ -77,10 +70,7 @@ async fn get_balance<R: ReadModel>(
     RawQuery(query): RawQuery,
 ) -> Response {
     let min_position = query.as_deref().and_then(|q| {
-        q.split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| *k == "min_position")
-            .map(|(_, v)| v)
+        q.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == "min_position").map(|(_, v)| v)
     });
     respond(api::balance(&state.read, &account_id, min_position).await)
 }

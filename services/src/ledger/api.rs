@@ -39,20 +39,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            body,
-            replayed: false,
-        }
+        Reply { status, body, replayed: false }
     }
 
     /// An error body with an optional field name.
-    pub fn error(
-        status: u16,
-        code: &str,
-        field: Option<&str>,
-        message: impl Into<String>,
-    ) -> Reply {
+    pub fn error(status: u16, code: &str, field: Option<&str>, message: impl Into<String>) -> Reply {
         let mut body = json!({"error": code, "message": message.into()});
         if let Some(field) = field {
             body["field"] = json!(field);
@@ -94,9 +85,7 @@ fn parse_key(raw: &[u8]) -> Result<String, Reply> {
     let bad = |why: &str| Reply::error(400, "invalid_header", Some(IDEMPOTENCY_HEADER), why);
     let key = std::str::from_utf8(raw).map_err(|_| bad("must be ASCII"))?;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
-        return Err(bad(&format!(
-            "must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters"
-        )));
+        return Err(bad(&format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters")));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad("must be visible ASCII without spaces"));
@@ -116,45 +105,19 @@ pub fn parse_command(kind: &str, body: &[u8]) -> Result<LedgerCommand, Reply> {
         "deposit" | "withdraw" => &["account_id", "amount", "currency"],
         "transfer" => &["from_account_id", "to_account_id", "amount", "currency"],
         other => {
-            return Err(Reply::error(
-                404,
-                "unknown_command",
-                None,
-                format!("no command {other:?}"),
-            ));
+            return Err(Reply::error(404, "unknown_command", None, format!("no command {other:?}")));
         }
     };
     if body.len() > BODY_LEN_MAX {
-        return Err(Reply::error(
-            413,
-            "body_too_large",
-            None,
-            format!("at most {BODY_LEN_MAX} bytes"),
-        ));
+        return Err(Reply::error(413, "body_too_large", None, format!("at most {BODY_LEN_MAX} bytes")));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        Reply::error(
-            400,
-            "malformed_json",
-            None,
-            format!("body is not JSON: {e}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Reply::error(400, "malformed_json", None, format!("body is not JSON: {e}")))?;
     let Value::Object(object) = value else {
-        return Err(Reply::error(
-            400,
-            "malformed_json",
-            None,
-            "body must be a JSON object",
-        ));
+        return Err(Reply::error(400, "malformed_json", None, "body must be a JSON object"));
     };
     if let Some(unknown) = object.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(Reply::error(
-            422,
-            "unknown_field",
-            Some(unknown),
-            format!("{unknown} is not a field of {kind}"),
-        ));
+        return Err(Reply::error(422, "unknown_field", Some(unknown), format!("{unknown} is not a field of {kind}")));
     }
     let b = Body(&object);
     let command = match kind {
@@ -188,12 +151,7 @@ pub fn parse_command(kind: &str, body: &[u8]) -> Result<LedgerCommand, Reply> {
 struct Body<'a>(&'a Map<String, Value>);
 
 fn missing(field: &str) -> Reply {
-    Reply::error(
-        422,
-        "missing_field",
-        Some(field),
-        format!("{field} is required"),
-    )
+    Reply::error(422, "missing_field", Some(field), format!("{field} is required"))
 }
 
 fn invalid(field: &str, why: impl Into<String>) -> Reply {
@@ -226,10 +184,9 @@ impl Body<'_> {
     fn currency(&self, field: &str) -> Result<Option<Currency>, Reply> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(code)) => code
-                .parse()
-                .map(Some)
-                .map_err(|e: models::MoneyError| invalid(field, e.to_string())),
+            Some(Value::String(code)) => {
+                code.parse().map(Some).map_err(|e: models::MoneyError| invalid(field, e.to_string()))
+            }
             Some(_) => Err(invalid(field, "must be a currency code such as \"USD\"")),
         }
     }
@@ -239,38 +196,22 @@ impl Body<'_> {
 pub fn ledger_error(error: &LedgerError) -> Reply {
     let message = error.to_string();
     match error {
-        LedgerError::AccountExists { account_id } => with(
-            Reply::error(409, "account_exists", None, message),
-            "account_id",
-            json!(account_id),
-        ),
-        LedgerError::AccountNotFound { account_id } => with(
-            Reply::error(404, "account_not_found", None, message),
-            "account_id",
-            json!(account_id),
-        ),
-        LedgerError::InsufficientFunds { account_id, .. } => with(
-            Reply::error(409, "insufficient_funds", None, message),
-            "account_id",
-            json!(account_id),
-        ),
-        LedgerError::CurrencyMismatch { .. } => {
-            Reply::error(422, "currency_mismatch", Some("currency"), message)
+        LedgerError::AccountExists { account_id } => {
+            with(Reply::error(409, "account_exists", None, message), "account_id", json!(account_id))
         }
-        LedgerError::SameAccount { .. } => {
-            Reply::error(422, "same_account", Some("to_account_id"), message)
+        LedgerError::AccountNotFound { account_id } => {
+            with(Reply::error(404, "account_not_found", None, message), "account_id", json!(account_id))
         }
-        LedgerError::InvalidAmount { field, .. } => {
-            Reply::error(422, "invalid_amount", Some(field), message)
+        LedgerError::InsufficientFunds { account_id, .. } => {
+            with(Reply::error(409, "insufficient_funds", None, message), "account_id", json!(account_id))
         }
-        LedgerError::BalanceLimitExceeded { account_id } => with(
-            Reply::error(409, "balance_limit_exceeded", None, message),
-            "account_id",
-            json!(account_id),
-        ),
-        LedgerError::InvalidField { field, .. } => {
-            Reply::error(422, "invalid_field", Some(field), message)
+        LedgerError::CurrencyMismatch { .. } => Reply::error(422, "currency_mismatch", Some("currency"), message),
+        LedgerError::SameAccount { .. } => Reply::error(422, "same_account", Some("to_account_id"), message),
+        LedgerError::InvalidAmount { field, .. } => Reply::error(422, "invalid_amount", Some(field), message),
+        LedgerError::BalanceLimitExceeded { account_id } => {
+            with(Reply::error(409, "balance_limit_exceeded", None, message), "account_id", json!(account_id))
         }
+        LedgerError::InvalidField { field, .. } => Reply::error(422, "invalid_field", Some(field), message),
     }
 }
 
@@ -289,20 +230,10 @@ pub fn command_error(error: &CommandError) -> Reply {
             Some(IDEMPOTENCY_HEADER),
             "this key was first used with a different request",
         ),
-        CommandError::Conflict(_) => Reply::error(
-            409,
-            "conflict",
-            None,
-            "too much contention on the account; retry",
-        ),
+        CommandError::Conflict(_) => Reply::error(409, "conflict", None, "too much contention on the account; retry"),
         CommandError::Unavailable(e) => {
             tracing::warn!(error = %e, "command failed: event store unavailable");
-            Reply::error(
-                503,
-                "unavailable",
-                None,
-                "the event store is unavailable; nothing was applied",
-            )
+            Reply::error(503, "unavailable", None, "the event store is unavailable; nothing was applied")
         }
         CommandError::Ambiguous(e) => {
             tracing::warn!(error = %e, "command outcome unknown");
@@ -321,23 +252,14 @@ pub fn command_error(error: &CommandError) -> Reply {
 }
 
 /// Handles `GET /api/v1/accounts/{id}/balance[?min_position=N]`.
-pub async fn balance<R: ReadModel>(
-    read: &R,
-    account_id: &str,
-    min_position: Option<&str>,
-) -> Reply {
+pub async fn balance<R: ReadModel>(read: &R, account_id: &str, min_position: Option<&str>) -> Reply {
     if let Err(e) = models::ledger::account::check_account_id("account_id", account_id) {
         return ledger_error(&e);
     }
     let min_position = match min_position.map(str::parse::<u64>).transpose() {
         Ok(min) => min,
         Err(_) => {
-            return Reply::error(
-                400,
-                "invalid_query",
-                Some("min_position"),
-                "must be a non-negative integer",
-            );
+            return Reply::error(400, "invalid_query", Some("min_position"), "must be a non-negative integer");
         }
     };
     let started = madsim::time::Instant::now();
@@ -358,12 +280,7 @@ pub async fn balance<R: ReadModel>(
             (Some(view), None) => return balance_body(&view),
             (Some(view), Some(min)) if view.version >= min => return balance_body(&view),
             (None, None) => {
-                return Reply::error(
-                    404,
-                    "account_not_found",
-                    Some("account_id"),
-                    format!("no account {account_id}"),
-                );
+                return Reply::error(404, "account_not_found", Some("account_id"), format!("no account {account_id}"));
             }
             (_, Some(min)) if started.elapsed() >= MIN_POSITION_WAIT_MAX => {
                 let mut reply = Reply::error(
@@ -406,10 +323,7 @@ mod tests {
     #[test]
     fn bad_bodies_name_the_field() {
         let r = err("deposit", "{not json");
-        assert_eq!(
-            (r.status, r.body["error"].as_str()),
-            (400, Some("malformed_json"))
-        );
+        assert_eq!((r.status, r.body["error"].as_str()), (400, Some("malformed_json")));
         let r = err("deposit", r#"{"account_id":"A"}"#);
         assert_eq!((r.status, r.body["field"].as_str()), (422, Some("amount")));
         let r = err("deposit", r#"{"account_id":"A","amount":0}"#);
@@ -418,24 +332,12 @@ mod tests {
         assert_eq!((r.status, r.body["field"].as_str()), (422, Some("amount")));
         let r = err("deposit", r#"{"account_id":"A","amount":"ten"}"#);
         assert_eq!((r.status, r.body["field"].as_str()), (422, Some("amount")));
-        let r = err(
-            "create-account",
-            r#"{"account_id":"A","owner_name":"x","currency":"XYZ"}"#,
-        );
-        assert_eq!(
-            (r.status, r.body["field"].as_str()),
-            (422, Some("currency"))
-        );
+        let r = err("create-account", r#"{"account_id":"A","owner_name":"x","currency":"XYZ"}"#);
+        assert_eq!((r.status, r.body["field"].as_str()), (422, Some("currency")));
         let r = err("deposit", r#"{"account_id":"A","amount":1,"ammount":2}"#);
         assert_eq!((r.status, r.body["field"].as_str()), (422, Some("ammount")));
-        let r = err(
-            "transfer",
-            r#"{"from_account_id":"A","to_account_id":"A","amount":1}"#,
-        );
-        assert_eq!(
-            (r.status, r.body["field"].as_str()),
-            (422, Some("to_account_id"))
-        );
+        let r = err("transfer", r#"{"from_account_id":"A","to_account_id":"A","amount":1}"#);
+        assert_eq!((r.status, r.body["field"].as_str()), (422, Some("to_account_id")));
         let r = err("deposit", r#"[1,2]"#);
         assert_eq!(r.status, 400);
         let r = err("nope", "{}");
@@ -445,28 +347,17 @@ mod tests {
     #[test]
     fn amounts_are_exact() {
         let c = parse_command("deposit", br#"{"account_id":"A","amount":10.005}"#).unwrap();
-        let LedgerCommand::Deposit { amount, .. } = c else {
-            panic!()
-        };
+        let LedgerCommand::Deposit { amount, .. } = c else { panic!() };
         assert_eq!(amount.to_string(), "10.005");
-        let c = parse_command(
-            "create-account",
-            br#"{"account_id":"A","owner_name":"x","currency":"USD"}"#,
-        )
-        .unwrap();
-        assert!(
-            matches!(c, LedgerCommand::CreateAccount { initial_balance, .. } if initial_balance.is_zero())
-        );
+        let c = parse_command("create-account", br#"{"account_id":"A","owner_name":"x","currency":"USD"}"#).unwrap();
+        assert!(matches!(c, LedgerCommand::CreateAccount { initial_balance, .. } if initial_balance.is_zero()));
     }
 
     #[test]
     fn keys_are_checked() {
         assert!(parse_key(b"abc-123").is_ok());
         assert_eq!(parse_key(b"").unwrap_err().status, 400);
-        assert_eq!(
-            parse_key(b"has space").unwrap_err().body["field"],
-            IDEMPOTENCY_HEADER
-        );
+        assert_eq!(parse_key(b"has space").unwrap_err().body["field"], IDEMPOTENCY_HEADER);
         assert_eq!(parse_key(&[0xff]).unwrap_err().status, 400);
     }
 }

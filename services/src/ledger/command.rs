@@ -14,9 +14,7 @@ use models::ledger::{Account, LedgerCommand, LedgerError, LedgerEvent, decide};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ports::ledger::{
-    AppendBatch, EventStore, NewEvent, RecordedEvent, StoreError, StoredOutcome,
-};
+use crate::ports::ledger::{AppendBatch, EventStore, NewEvent, RecordedEvent, StoreError, StoredOutcome};
 
 /// Attempts of one command before answering `conflict`: enough for 100 clients contending on
 /// one account (each failed attempt means another command committed).
@@ -84,6 +82,23 @@ pub struct CommandStats {
 pub struct CommandHandler<S> {
     store: S,
     attempts_max: u32,
+    #[cfg(madsim)]
+    hooks: BugHooks,
+}
+
+/// What the planted bugs of the command side need from outside it (simulation build only).
+#[cfg(madsim)]
+#[derive(Clone, Default)]
+pub struct BugHooks {
+    /// The read model's balance of an account (`withdraw-from-read-model`).
+    pub read_model_balance: Option<
+        std::sync::Arc<
+            dyn Fn(String) -> futures::future::BoxFuture<'static, Option<rust_decimal::Decimal>> + Send + Sync,
+        >,
+    >,
+    /// Publishes events straight to the bus after commit (`publish-without-outbox`).
+    pub publish:
+        Option<std::sync::Arc<dyn Fn(Vec<RecordedEvent>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>>,
 }
 
 impl<S: EventStore> CommandHandler<S> {
@@ -91,7 +106,16 @@ impl<S: EventStore> CommandHandler<S> {
         CommandHandler {
             store,
             attempts_max: COMMAND_ATTEMPTS_MAX,
+            #[cfg(madsim)]
+            hooks: BugHooks::default(),
         }
+    }
+
+    /// Gives the planted bugs what they need (simulation build only).
+    #[cfg(madsim)]
+    pub fn with_bug_hooks(mut self, hooks: BugHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Lowers the attempt bound (tests and simulations of contention).
@@ -109,11 +133,7 @@ impl<S: EventStore> CommandHandler<S> {
     ///
     /// # Errors
     /// [`CommandError`]; only `Ambiguous` leaves the outcome open.
-    pub async fn execute(
-        &self,
-        command: &LedgerCommand,
-        key: Option<&str>,
-    ) -> Result<Executed, CommandError> {
+    pub async fn execute(&self, command: &LedgerCommand, key: Option<&str>) -> Result<Executed, CommandError> {
         self.execute_with_stats(command, key).await.0
     }
 
@@ -139,26 +159,25 @@ impl<S: EventStore> CommandHandler<S> {
         let canonical = command.canonical();
         // Once a commit may have happened, "unavailable" is no longer a definite answer.
         let down = |stats: &CommandStats, reason: String| {
-            if stats.ambiguous > 0 {
-                CommandError::Ambiguous(reason)
-            } else {
-                CommandError::Unavailable(reason)
-            }
+            if stats.ambiguous > 0 { CommandError::Ambiguous(reason) } else { CommandError::Unavailable(reason) }
         };
+        #[allow(unused_mut)]
+        let mut key = key;
         for attempt in 1..=self.attempts_max {
             stats.attempts = attempt;
             if attempt > 1 {
                 madsim::time::sleep(backoff(attempt)).await;
             }
+            #[cfg(madsim)]
+            if stats.ambiguous > 0 && crate::bugs::active(crate::bugs::Bug::RetryWithoutKey) {
+                // Planted bug: "the first attempt failed, so send it again as a new command".
+                key = None;
+            }
             if let Some(key) = key {
                 match self.store.outcome(key).await {
                     Ok(Some(outcome)) => return replay(outcome, &canonical),
                     Ok(None) => {}
-                    Err(
-                        StoreError::Retryable(_)
-                        | StoreError::Conflict { .. }
-                        | StoreError::Duplicate,
-                    ) => {
+                    Err(StoreError::Retryable(_) | StoreError::Conflict { .. } | StoreError::Duplicate) => {
                         stats.retryable += 1;
                         continue;
                     }
@@ -168,7 +187,8 @@ impl<S: EventStore> CommandHandler<S> {
                     }
                 }
             }
-            let accounts = match self.load(command).await {
+            #[allow(unused_mut)]
+            let mut accounts = match self.load(command).await {
                 Ok(accounts) => accounts,
                 Err(StoreError::Retryable(_)) => {
                     stats.retryable += 1;
@@ -177,33 +197,35 @@ impl<S: EventStore> CommandHandler<S> {
                 Err(StoreError::Corrupt(e)) => return Err(CommandError::Corrupt(e)),
                 Err(e) => return Err(down(stats, e.to_string())),
             };
+            #[cfg(madsim)]
+            self.buggy_balance(command, &mut accounts).await;
             let refs: Vec<&Account> = accounts.iter().collect();
             let decision = decide(command, &refs).map_err(CommandError::Rejected)?;
-            let (events, receipt) = plan(&accounts, decision);
+            let (events, receipt) = plan(&accounts, decision, key);
             let idempotency = key.map(|key| {
                 let response = serde_json::to_value(&receipt).expect("receipts serialize");
-                (
-                    key.to_string(),
-                    StoredOutcome {
-                        request: canonical.clone(),
-                        response,
-                    },
-                )
+                (key.to_string(), StoredOutcome { request: canonical.clone(), response })
             });
-            match self
-                .store
-                .append(AppendBatch {
-                    events,
-                    idempotency,
-                })
-                .await
+            #[allow(unused_mut)]
+            let mut batch = AppendBatch::new(events, idempotency);
+            #[cfg(madsim)]
             {
+                use crate::bugs::{Bug, active};
+                batch.check_versions = !active(Bug::NoOptimisticLock);
+                batch.write_outbox = !active(Bug::PublishWithoutOutbox);
+            }
+            #[cfg(madsim)]
+            let appended = batch.events.clone();
+            if madsim::buggify::buggify_with_prob(0.05) {
+                // A slow path between decide and append widens the race window.
+                madsim::time::sleep(Duration::from_millis(20)).await;
+            }
+            match self.store.append(batch).await {
                 Ok(positions) => {
                     assert_eq!(positions.len(), accounts.len());
-                    return Ok(Executed {
-                        receipt,
-                        replayed: false,
-                    });
+                    #[cfg(madsim)]
+                    self.buggy_publish(appended, &positions).await;
+                    return Ok(Executed { receipt, replayed: false });
                 }
                 Err(StoreError::Conflict { .. }) => stats.conflicts += 1,
                 Err(StoreError::Retryable(_) | StoreError::Duplicate) => stats.retryable += 1,
@@ -219,17 +241,49 @@ impl<S: EventStore> CommandHandler<S> {
             }
         }
         if stats.ambiguous > 0 {
-            return Err(CommandError::Ambiguous(format!(
-                "unresolved after {} attempts",
-                self.attempts_max
-            )));
+            return Err(CommandError::Ambiguous(format!("unresolved after {} attempts", self.attempts_max)));
         }
-        tracing::warn!(
-            command = command.name(),
-            attempts = self.attempts_max,
-            "gave up on contention"
-        );
+        tracing::warn!(command = command.name(), attempts = self.attempts_max, "gave up on contention");
         Err(CommandError::Conflict(self.attempts_max))
+    }
+
+    /// `withdraw-from-read-model`: the balance comes from the read model, the version from
+    /// the stream, so the append still passes the optimistic lock.
+    #[cfg(madsim)]
+    async fn buggy_balance(&self, command: &LedgerCommand, accounts: &mut [Account]) {
+        if !crate::bugs::active(crate::bugs::Bug::WithdrawFromReadModel) {
+            return;
+        }
+        let (LedgerCommand::Withdraw { account_id, .. }, Some(balance_of)) = (command, &self.hooks.read_model_balance)
+        else {
+            return;
+        };
+        if let (Some(stale), Some(state)) = (balance_of(account_id.clone()).await, accounts[0].state.as_mut()) {
+            state.balance = stale;
+        }
+    }
+
+    /// `publish-without-outbox`: the spec's "publish after commit, log on failure".
+    #[cfg(madsim)]
+    async fn buggy_publish(&self, appended: Vec<NewEvent>, positions: &[i64]) {
+        if !crate::bugs::active(crate::bugs::Bug::PublishWithoutOutbox) {
+            return;
+        }
+        if let Some(publish) = &self.hooks.publish {
+            let recorded = appended
+                .into_iter()
+                .zip(positions)
+                .map(|(e, p)| RecordedEvent {
+                    event_id: e.event_id,
+                    stream_id: e.stream_id,
+                    version: e.version,
+                    global_position: *p,
+                    encoded: e.encoded,
+                    command_key: e.command_key,
+                })
+                .collect();
+            publish(recorded).await;
+        }
     }
 
     async fn load(&self, command: &LedgerCommand) -> Result<Vec<Account>, StoreError> {
@@ -250,25 +304,17 @@ pub fn fold(stream: &str, recorded: &[RecordedEvent]) -> Result<Account, StoreEr
     let mut account = Account::new(stream);
     for (index, event) in recorded.iter().enumerate() {
         if event.version != index as u64 + 1 || event.stream_id != stream {
-            return Err(StoreError::Corrupt(format!(
-                "stream {stream} out of order at version {}",
-                event.version
-            )));
+            return Err(StoreError::Corrupt(format!("stream {stream} out of order at version {}", event.version)));
         }
-        let decoded =
-            LedgerEvent::decode(&event.encoded).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let decoded = LedgerEvent::decode(&event.encoded).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         account.apply(&decoded);
     }
     Ok(account)
 }
 
 /// Turns a decision into events at the next versions of their streams, and the receipt.
-fn plan(accounts: &[Account], decision: Vec<(String, LedgerEvent)>) -> (Vec<NewEvent>, Receipt) {
-    assert_eq!(
-        accounts.len(),
-        decision.len(),
-        "one event per stream touched"
-    );
+fn plan(accounts: &[Account], decision: Vec<(String, LedgerEvent)>, key: Option<&str>) -> (Vec<NewEvent>, Receipt) {
+    assert_eq!(accounts.len(), decision.len(), "one event per stream touched");
     let mut rng = madsim::rand::thread_rng();
     let mut events = Vec::with_capacity(decision.len());
     let mut after = Vec::with_capacity(decision.len());
@@ -276,16 +322,14 @@ fn plan(accounts: &[Account], decision: Vec<(String, LedgerEvent)>) -> (Vec<NewE
         assert_eq!(account.id, stream);
         let mut next = account.clone();
         next.apply(&event);
-        let state = next
-            .state
-            .as_ref()
-            .expect("an account exists after its event");
+        let state = next.state.as_ref().expect("an account exists after its event");
         after.push((next.version, state.currency.display(state.balance)));
         events.push(NewEvent {
             event_id: uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid(),
             stream_id: stream,
             version: next.version,
             encoded: event.encode(),
+            command_key: key.map(str::to_string),
         });
     }
     let receipt = Receipt {
@@ -302,12 +346,8 @@ fn replay(outcome: StoredOutcome, canonical: &str) -> Result<Executed, CommandEr
     if outcome.request != canonical {
         return Err(CommandError::KeyReused);
     }
-    let receipt = serde_json::from_value(outcome.response)
-        .map_err(|e| CommandError::Corrupt(e.to_string()))?;
-    Ok(Executed {
-        receipt,
-        replayed: true,
-    })
+    let receipt = serde_json::from_value(outcome.response).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+    Ok(Executed { receipt, replayed: true })
 }
 
 /// Full-jitter exponential backoff for attempt `attempt` (2 and up).

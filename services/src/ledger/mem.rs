@@ -13,8 +13,7 @@ use models::ledger::LedgerEvent;
 use uuid::Uuid;
 
 use crate::ports::ledger::{
-    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError,
-    StoredOutcome,
+    AppendBatch, Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent, StoreError, StoredOutcome,
 };
 
 #[derive(Debug, Default)]
@@ -40,13 +39,7 @@ impl MemEventStore {
 
     /// Every event in (stream, version) order.
     pub fn all_events(&self) -> Vec<RecordedEvent> {
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .events
-            .values()
-            .cloned()
-            .collect()
+        self.state.lock().expect("not poisoned").events.values().cloned().collect()
     }
 
     /// Writes an event as a legacy writer would have (used for schema-evolution tests).
@@ -54,9 +47,7 @@ impl MemEventStore {
         let mut state = self.state.lock().expect("not poisoned");
         state.next_position = state.next_position.max(event.global_position);
         state.outbox.insert(event.global_position, event.event_id);
-        state
-            .events
-            .insert((event.stream_id.clone(), event.version), event);
+        state.events.insert((event.stream_id.clone(), event.version), event);
     }
 }
 
@@ -64,36 +55,33 @@ impl EventStore for MemEventStore {
     async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state.lock().expect("not poisoned");
         let start = (stream_id.to_string(), 0);
-        Ok(state
-            .events
-            .range(start..)
-            .take_while(|((s, _), _)| s == stream_id)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(state.events.range(start..).take_while(|((s, _), _)| s == stream_id).map(|(_, e)| e.clone()).collect())
     }
 
     async fn outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
-        Ok(self
-            .state
-            .lock()
-            .expect("not poisoned")
-            .outcomes
-            .get(key)
-            .cloned())
+        Ok(self.state.lock().expect("not poisoned").outcomes.get(key).cloned())
     }
 
-    async fn append(&self, batch: AppendBatch) -> Result<Vec<i64>, StoreError> {
+    async fn append(&self, mut batch: AppendBatch) -> Result<Vec<i64>, StoreError> {
         let mut state = self.state.lock().expect("not poisoned");
+        if !batch.check_versions {
+            // "Expected version: any": each event goes to its stream's next version.
+            for event in &mut batch.events {
+                let last = state
+                    .events
+                    .range((event.stream_id.clone(), 0)..)
+                    .take_while(|((s, _), _)| *s == event.stream_id)
+                    .last()
+                    .map_or(0, |((_, v), _)| *v);
+                event.version = last + 1;
+            }
+        }
         for event in &batch.events {
             let key = (event.stream_id.clone(), event.version);
-            let previous_missing = event.version > 1
-                && !state
-                    .events
-                    .contains_key(&(event.stream_id.clone(), event.version - 1));
+            let previous_missing =
+                event.version > 1 && !state.events.contains_key(&(event.stream_id.clone(), event.version - 1));
             if state.events.contains_key(&key) || previous_missing {
-                return Err(StoreError::Conflict {
-                    stream_id: event.stream_id.clone(),
-                });
+                return Err(StoreError::Conflict { stream_id: event.stream_id.clone() });
             }
         }
         if let Some((key, _)) = &batch.idempotency
@@ -106,17 +94,18 @@ impl EventStore for MemEventStore {
             state.next_position += 1;
             let position = state.next_position;
             positions.push(position);
-            state.outbox.insert(position, event.event_id);
+            if batch.write_outbox {
+                state.outbox.insert(position, event.event_id);
+            }
             let recorded = RecordedEvent {
                 event_id: event.event_id,
                 stream_id: event.stream_id.clone(),
                 version: event.version,
                 global_position: position,
                 encoded: event.encoded,
+                command_key: event.command_key,
             };
-            state
-                .events
-                .insert((event.stream_id, event.version), recorded);
+            state.events.insert((event.stream_id, event.version), recorded);
         }
         if let Some((key, outcome)) = batch.idempotency {
             state.outcomes.insert(key, outcome);
@@ -124,18 +113,11 @@ impl EventStore for MemEventStore {
         Ok(positions)
     }
 
-    async fn read_all(
-        &self,
-        after: Option<(String, u64)>,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: Option<(String, u64)>, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state.lock().expect("not poisoned");
         let iter: Box<dyn Iterator<Item = &RecordedEvent>> = match after {
             Some(after) => Box::new(
-                state
-                    .events
-                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-                    .map(|(_, e)| e),
+                state.events.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, e)| e),
             ),
             None => Box::new(state.events.values()),
         };
@@ -144,14 +126,8 @@ impl EventStore for MemEventStore {
 
     async fn unsent(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state.lock().expect("not poisoned");
-        let by_id: BTreeMap<Uuid, &RecordedEvent> =
-            state.events.values().map(|e| (e.event_id, e)).collect();
-        Ok(state
-            .outbox
-            .values()
-            .take(limit)
-            .filter_map(|id| by_id.get(id).map(|e| (*e).clone()))
-            .collect())
+        let by_id: BTreeMap<Uuid, &RecordedEvent> = state.events.values().map(|e| (e.event_id, e)).collect();
+        Ok(state.outbox.values().take(limit).filter_map(|id| by_id.get(id).map(|e| (*e).clone())).collect())
     }
 
     async fn mark_sent(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
@@ -178,12 +154,7 @@ impl MemReadModel {
 
     /// Overwrites a balance by hand, as an operator's bad UPDATE would (spec 000, scenario 3).
     pub fn corrupt(&self, account_id: &str, balance: rust_decimal::Decimal) {
-        if let Some(view) = self
-            .balances
-            .lock()
-            .expect("not poisoned")
-            .get_mut(account_id)
-        {
+        if let Some(view) = self.balances.lock().expect("not poisoned").get_mut(account_id) {
             view.balance = balance;
         }
     }
@@ -194,19 +165,22 @@ impl MemReadModel {
 ///
 /// # Errors
 /// [`ReadError::Corrupt`] when the event cannot be decoded or does not fit the view.
-pub fn project(
-    views: &mut BTreeMap<String, BalanceView>,
-    event: &RecordedEvent,
-) -> Result<Applied, ReadError> {
+pub fn project(views: &mut BTreeMap<String, BalanceView>, event: &RecordedEvent) -> Result<Applied, ReadError> {
     let have = views.get(&event.stream_id).map_or(0, |v| v.version);
-    if event.version <= have {
+    #[allow(unused_mut)]
+    let mut check_version = true;
+    #[cfg(madsim)]
+    if crate::bugs::active(crate::bugs::Bug::NonIdempotentProjection) && have > 0 {
+        // Planted bug: "events arrive in order, so just add the amount".
+        check_version = false;
+    }
+    if check_version && event.version <= have {
         return Ok(Applied::Duplicate);
     }
-    if event.version != have + 1 {
+    if check_version && event.version != have + 1 {
         return Ok(Applied::Gap { have });
     }
-    let decoded =
-        LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    let decoded = LedgerEvent::decode(&event.encoded).map_err(|e| ReadError::Corrupt(e.to_string()))?;
     match &decoded {
         LedgerEvent::AccountCreated(created) => {
             views.insert(
@@ -222,11 +196,11 @@ pub fn project(
             );
         }
         other => {
-            let view = views.get_mut(&event.stream_id).ok_or_else(|| {
-                ReadError::Corrupt(format!("{} before AccountCreated", event.stream_id))
-            })?;
+            let view = views
+                .get_mut(&event.stream_id)
+                .ok_or_else(|| ReadError::Corrupt(format!("{} before AccountCreated", event.stream_id)))?;
             view.balance += other.balance_delta();
-            view.version = event.version;
+            view.version = view.version.max(event.version);
             view.global_position = event.global_position;
         }
     }
@@ -239,22 +213,11 @@ impl ReadModel for MemReadModel {
     }
 
     async fn balance(&self, account_id: &str) -> Result<Option<BalanceView>, ReadError> {
-        Ok(self
-            .balances
-            .lock()
-            .expect("not poisoned")
-            .get(account_id)
-            .cloned())
+        Ok(self.balances.lock().expect("not poisoned").get(account_id).cloned())
     }
 
     async fn all_balances(&self) -> Result<Vec<BalanceView>, ReadError> {
-        Ok(self
-            .balances
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .cloned()
-            .collect())
+        Ok(self.balances.lock().expect("not poisoned").values().cloned().collect())
     }
 
     async fn rebuild<S: EventStore>(&self, source: &S) -> Result<u64, ReadError> {
@@ -270,11 +233,7 @@ impl ReadModel for MemReadModel {
             after = Some((last.stream_id.clone(), last.version));
             for event in &page {
                 let applied = project(&mut fresh, event)?;
-                assert_eq!(
-                    applied,
-                    Applied::Applied,
-                    "a full replay in order applies every event"
-                );
+                assert_eq!(applied, Applied::Applied, "a full replay in order applies every event");
                 count += 1;
             }
         }

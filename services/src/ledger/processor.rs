@@ -43,13 +43,8 @@ pub enum ProcessError {
 ///
 /// # Errors
 /// [`ProcessError`] when the bus or the read model failed; unapplied deliveries are nak'ed.
-pub async fn process_once<C: EventConsumer, R: ReadModel>(
-    consumer: &C,
-    read: &R,
-) -> Result<RoundStats, ProcessError> {
-    let deliveries = consumer
-        .fetch(PROCESSOR_BATCH_MAX, PROCESSOR_FETCH_WAIT)
-        .await?;
+pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R) -> Result<RoundStats, ProcessError> {
+    let deliveries = consumer.fetch(PROCESSOR_BATCH_MAX, PROCESSOR_FETCH_WAIT).await?;
     let mut stats = RoundStats::default();
     let mut failure = None;
     for delivery in deliveries {
@@ -61,9 +56,26 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(
             let _ = delivery.nak(FAILURE_REDELIVERY_DELAY).await;
             continue;
         }
+        #[cfg(madsim)]
+        if crate::bugs::active(crate::bugs::Bug::AckBeforeApply) {
+            // Planted bug: "ack first so the broker does not redeliver while we work".
+            let event = delivery.event().clone();
+            let _ = delivery.ack().await;
+            match read.apply(&event).await {
+                Ok(Applied::Applied) => stats.applied += 1,
+                Ok(Applied::Duplicate) => stats.duplicates += 1,
+                Ok(Applied::Gap { .. }) => stats.gaps += 1,
+                Err(e) => failure = Some(e),
+            }
+            continue;
+        }
         match read.apply(delivery.event()).await {
             Ok(Applied::Applied) => {
                 stats.applied += 1;
+                if madsim::buggify::buggify_with_prob(0.02) {
+                    // A slow ack: a crash here must only cause a redelivery.
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
                 let _ = delivery.ack().await;
             }
             Ok(Applied::Duplicate) => {

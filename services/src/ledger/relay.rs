@@ -31,10 +31,7 @@ pub enum RelayError {
 ///
 /// # Errors
 /// [`RelayError`] when the store or the bus failed; what was published before is still marked.
-pub async fn relay_once<S: EventStore, P: EventPublisher>(
-    store: &S,
-    bus: &P,
-) -> Result<usize, RelayError> {
+pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) -> Result<usize, RelayError> {
     let unsent = store.unsent(RELAY_BATCH_MAX).await?;
     let mut sent = Vec::with_capacity(unsent.len());
     let mut failure = None;
@@ -48,6 +45,10 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(
         }
     }
     if !sent.is_empty() {
+        if madsim::buggify::buggify_with_prob(0.02) {
+            // A slow mark: a crash here must only cause a republish, deduplicated downstream.
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
         store.mark_sent(&sent).await?;
     }
     match failure {

@@ -20,16 +20,20 @@ pub struct RecordedEvent {
     pub global_position: i64,
     #[serde(flatten)]
     pub encoded: EncodedEvent,
+    /// The idempotency key of the command that appended it, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_key: Option<String>,
 }
 
 /// An event to append at exactly `version` of its stream (optimistic concurrency: the append
 /// fails with [`StoreError::Conflict`] if that version is taken).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {
     pub event_id: Uuid,
     pub stream_id: String,
     pub version: u64,
     pub encoded: EncodedEvent,
+    pub command_key: Option<String>,
 }
 
 /// The first outcome of a command under an idempotency key, stored with its events.
@@ -43,14 +47,28 @@ pub struct StoredOutcome {
 
 /// One atomic append: every event, its outbox row and the idempotency outcome commit
 /// together or not at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendBatch {
     pub events: Vec<NewEvent>,
     pub idempotency: Option<(String, StoredOutcome)>,
+    /// Write one outbox row per event. Always true in correct code; the planted bug
+    /// `publish-without-outbox` turns it off.
+    pub write_outbox: bool,
+    /// Append at exactly each event's `version` (optimistic concurrency). When false the store
+    /// appends at the stream's next version whatever it is ("expected version: any"); only the
+    /// planted bug `no-optimistic-lock` does that.
+    pub check_versions: bool,
+}
+
+impl AppendBatch {
+    /// A correct append: versions checked, outbox rows written.
+    pub fn new(events: Vec<NewEvent>, idempotency: Option<(String, StoredOutcome)>) -> Self {
+        AppendBatch { events, idempotency, write_outbox: true, check_versions: true }
+    }
 }
 
 /// Event store errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
     /// A version of a stream was taken by another writer: reload, decide again, retry.
     #[error("version conflict on stream {stream_id}")]
@@ -76,22 +94,13 @@ pub enum StoreError {
 /// The event store of the write side, with its transactional outbox.
 pub trait EventStore: Send + Sync + 'static {
     /// Every event of a stream, in version order (empty when the stream does not exist).
-    fn load_stream(
-        &self,
-        stream_id: &str,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    fn load_stream(&self, stream_id: &str) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// The outcome recorded under an idempotency key, if any.
-    fn outcome(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<StoredOutcome>, StoreError>> + Send;
+    fn outcome(&self, key: &str) -> impl Future<Output = Result<Option<StoredOutcome>, StoreError>> + Send;
 
     /// Appends atomically, with one outbox row per event. Returns the global positions.
-    fn append(
-        &self,
-        batch: AppendBatch,
-    ) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+    fn append(&self, batch: AppendBatch) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 
     /// Events in (stream, version) order after the given key, at most `limit`: a full scan
     /// for `rebuild` and for checkers, stable under concurrent appends.
@@ -102,10 +111,7 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Events whose outbox row is not yet marked sent, oldest first, at most `limit`.
-    fn unsent(
-        &self,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    fn unsent(&self, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Marks outbox rows sent (deletes them). Idempotent.
     fn mark_sent(&self, event_ids: &[Uuid]) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -115,7 +121,7 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// Message bus errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum BusError {
     /// Not connected or no answer: retry later. A publish may or may not have been stored;
     /// the Msg-Id dedup makes a retry harmless.
@@ -146,15 +152,11 @@ pub trait Delivery: Send {
 pub trait EventConsumer: Send + Sync + 'static {
     type Delivery: Delivery;
     /// Up to `max` deliveries, waiting at most `wait` for the first.
-    fn fetch(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Vec<Self::Delivery>, BusError>> + Send;
+    fn fetch(&self, max: usize, wait: Duration) -> impl Future<Output = Result<Vec<Self::Delivery>, BusError>> + Send;
 }
 
 /// What applying one event to the read model did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// Applied, checkpoint advanced.
     Applied,
@@ -178,7 +180,7 @@ pub struct BalanceView {
 }
 
 /// Read-model errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ReadError {
     /// Not reachable: answer 503 (query) or retry later (processor).
     #[error("read model unavailable: {0}")]
@@ -191,23 +193,14 @@ pub enum ReadError {
 /// The query side's store: projection and checkpoint commit together.
 pub trait ReadModel: Send + Sync + 'static {
     /// Applies one event idempotently, by (stream, version).
-    fn apply(
-        &self,
-        event: &RecordedEvent,
-    ) -> impl Future<Output = Result<Applied, ReadError>> + Send;
+    fn apply(&self, event: &RecordedEvent) -> impl Future<Output = Result<Applied, ReadError>> + Send;
 
-    fn balance(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Option<BalanceView>, ReadError>> + Send;
+    fn balance(&self, account_id: &str) -> impl Future<Output = Result<Option<BalanceView>, ReadError>> + Send;
 
     /// Every account's view, by account id (for checkers and `rebuild` reports).
     fn all_balances(&self) -> impl Future<Output = Result<Vec<BalanceView>, ReadError>> + Send;
 
     /// Empties the read model and replays the whole event store, atomically: readers see the
     /// old state until the new one is complete. Returns the number of events replayed.
-    fn rebuild<S: EventStore>(
-        &self,
-        source: &S,
-    ) -> impl Future<Output = Result<u64, ReadError>> + Send;
+    fn rebuild<S: EventStore>(&self, source: &S) -> impl Future<Output = Result<u64, ReadError>> + Send;
 }

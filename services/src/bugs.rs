@@ -1,0 +1,92 @@
+//! Planted bugs: realistic mistakes the simulator must find (DESIGN 10).
+//!
+//! Each bug is switched on per simulation run; in the real build `active` is a constant false
+//! and every buggy branch sits behind `#[cfg(madsim)]`, so none of them is compiled there.
+//! This module only names the bugs and holds the switch; the buggy code is at the place where
+//! the mistake would be made.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The catalogue of planted bugs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bug {
+    /// The command handler appends with "expected version: any".
+    NoOptimisticLock,
+    /// After an ambiguous commit, the command is retried without its idempotency key.
+    RetryWithoutKey,
+    /// The spec's own code: commit, then publish to NATS and only log a failure; no outbox.
+    PublishWithoutOutbox,
+    /// The projection applies an event again when it is redelivered.
+    NonIdempotentProjection,
+    /// The processor acks a delivery before applying it.
+    AckBeforeApply,
+    /// A withdrawal is decided from the read model's (stale) balance.
+    WithdrawFromReadModel,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 6] = [
+        Bug::NoOptimisticLock,
+        Bug::RetryWithoutKey,
+        Bug::PublishWithoutOutbox,
+        Bug::NonIdempotentProjection,
+        Bug::AckBeforeApply,
+        Bug::WithdrawFromReadModel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::NoOptimisticLock => "no-optimistic-lock",
+            Bug::RetryWithoutKey => "retry-without-key",
+            Bug::PublishWithoutOutbox => "publish-without-outbox",
+            Bug::NonIdempotentProjection => "non-idempotent-projection",
+            Bug::AckBeforeApply => "ack-before-apply",
+            Bug::WithdrawFromReadModel => "withdraw-from-read-model",
+        }
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Bug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Bug::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown bug {s:?}; one of: {}", names.join(", "))
+        })
+    }
+}
+
+#[cfg(madsim)]
+thread_local! {
+    /// One simulation runs on one thread, so the switch is per thread (parallel sweeps run
+    /// one simulation per thread).
+    static ACTIVE: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// True when `bug` is switched on for the current simulation run. Always false in the real build.
+#[inline]
+pub fn active(bug: Bug) -> bool {
+    #[cfg(madsim)]
+    {
+        ACTIVE.with(|a| a.get() == Some(bug))
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
+/// Switches a bug on (or none) for the runs on this thread.
+#[cfg(madsim)]
+pub fn set_active(bug: Option<Bug>) {
+    ACTIVE.with(|a| a.set(bug));
+}

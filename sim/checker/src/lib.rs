@@ -1,0 +1,1 @@
+//! Linearizability checking: see the crate description.

@@ -1,0 +1,70 @@
+//! The interface between a sequential specification (a model) and the search: the [`Model`]
+//! trait, the operations the search orders, and the partitions it checks independently.
+//!
+//! It does not turn history events into operations; each model in `models/` does that, since
+//! only the model knows what a value or a failure means.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A sequential specification, as in porcupine's `model.go`: a pure step function from a
+/// state and an operation to the next state.
+pub trait Model {
+    /// Small and cheap to hash: the search memoises (linearized set, state) pairs.
+    type State: Clone + Eq + Hash + Debug;
+    /// What the client asked for. `Eq + Hash` lets the search treat two unknown-outcome
+    /// operations with equal inputs as interchangeable.
+    type Input: Clone + Eq + Hash + Debug;
+    /// What the client was told.
+    type Output: Clone + Debug;
+
+    /// The state before any operation.
+    fn init(&self) -> Self::State;
+
+    /// The state after `input` takes effect in `state`, or `None` when it cannot take effect
+    /// there with the `output` the client saw. `output` is `None` when the outcome is unknown
+    /// (`info`): the step is then the operation taking effect, without any observation.
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Option<Self::State>;
+
+    /// A human description of a state, for witnesses (`register = 3`).
+    fn describe_state(&self, state: &Self::State) -> String;
+}
+
+/// One operation of a partition, as the search sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation<I, O> {
+    pub input: I,
+    /// What the client was told; `None` when the outcome is unknown: the operation may take
+    /// effect at any moment after its invoke, or never.
+    pub output: Option<O>,
+    /// Index of the invoke in [`crate::History::events`]: its real-time position.
+    pub invoke: usize,
+    /// Index of the completion event, if any. It bounds the operation in real time only when
+    /// `output` is `Some`; an `info` completion is kept for witnesses only.
+    pub completion: Option<usize>,
+}
+
+impl<I, O> Operation<I, O> {
+    /// The real-time position by which the operation must have taken effect, if any.
+    pub fn return_position(&self) -> Option<usize> {
+        match self.output {
+            Some(_) => self.completion,
+            None => None,
+        }
+    }
+}
+
+/// A set of operations that can be checked on its own (P-compositionality), with the model
+/// instance that interprets them.
+#[derive(Debug, Clone)]
+pub struct Partition<M: Model> {
+    /// What the partition covers, for witnesses: `register`, `key "3"`, `accounts a, b`.
+    pub label: String,
+    pub model: M,
+    pub operations: Vec<Operation<M::Input, M::Output>>,
+}
