@@ -90,3 +90,32 @@ pub fn active(bug: Bug) -> bool {
 pub fn set_active(bug: Option<Bug>) {
     ACTIVE.with(|a| a.set(bug));
 }
+
+#[cfg(madsim)]
+thread_local! {
+    static BUGGIFY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Buggify points in service code: true with probability `p` when the simulator turned them on
+/// for this run; always false in the real build. (madsim's own buggify also delays 10% of all
+/// network messages by seconds, which is a different fault; this one touches only the points in
+/// our code.)
+#[inline]
+pub fn buggify(p: f64) -> bool {
+    #[cfg(madsim)]
+    {
+        use madsim::rand::Rng;
+        BUGGIFY.with(|b| b.get()) && madsim::rand::thread_rng().gen_bool(p)
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = p;
+        false
+    }
+}
+
+/// Turns the buggify points on or off for the runs on this thread.
+#[cfg(madsim)]
+pub fn set_buggify(on: bool) {
+    BUGGIFY.with(|b| b.set(on));
+}

@@ -1,1 +1,15 @@
+//! The simulator: simulated dependencies with real failure semantics, faults, workloads,
+//! histories, invariants, and the runner behind `cargo sim` and `cargo testbed`.
+//!
+//! Histories and invariants are pure and compile in both builds, so real runs are checked by the
+//! same code; everything that needs madsim's runtime is behind `cfg(madsim)`.
 
+pub mod history;
+pub mod ledger;
+
+#[cfg(madsim)]
+pub mod faults;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod trace;

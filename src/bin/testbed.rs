@@ -1,1 +1,198 @@
-fn main() {}
+//! `testbed`: the command line of the simulation testbed.
+//!
+//! In the simulation build (`cargo testbed ...`): `sweep`, `repro` and `list`. Exit codes are
+//! typed: 0 clean, 1 a violation, 2 usage, 4 nondeterminism.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: every run clean.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an invariant was violated.
+pub const EXIT_VIOLATION: u8 = 1;
+/// Exit code: bad usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the same seed gave two different traces.
+pub const EXIT_NONDETERMINISM: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "testbed",
+    version,
+    about = "Deterministic simulation testbed for a ledger and a flash-sale order system"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario over many seeds; exit 1 if any seed breaks an invariant.
+    #[cfg(madsim)]
+    Sweep {
+        /// Scenario name (see `list`).
+        #[arg(long)]
+        scenario: String,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Planted bug to switch on (see `list`).
+        #[arg(long)]
+        bug: Option<String>,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Replay one seed: print its trace and write its history; the last line is the trace hash.
+    #[cfg(madsim)]
+    Repro {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        bug: Option<String>,
+        /// Where to write the history (JSON Lines).
+        #[arg(long, default_value = "history.jsonl")]
+        history: std::path::PathBuf,
+    },
+    /// List scenarios, invariants and planted bugs, one per line.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    ExitCode::from(match cli.command {
+        Command::List => list(),
+        #[cfg(madsim)]
+        Command::Sweep { scenario, seeds, from, bug, jobs } => {
+            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs)
+        }
+        #[cfg(madsim)]
+        Command::Repro { scenario, seed, bug, history } => sim::repro_cmd(&scenario, seed, bug.as_deref(), &history),
+    })
+}
+
+fn list() -> u8 {
+    #[cfg(madsim)]
+    {
+        use testbed::sim::ledger::scenario::LedgerScenario;
+        for scenario in LedgerScenario::ALL {
+            println!("scenario {}", scenario.name());
+        }
+        for invariant in testbed::sim::ledger::invariants::INVARIANTS {
+            println!("invariant {invariant}");
+        }
+        for bug in testbed::services::bugs::Bug::ALL {
+            println!("bug {} {}", bug.name(), LedgerScenario::exposing(bug).name());
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        for invariant in testbed::sim::ledger::invariants::INVARIANTS {
+            println!("invariant {invariant}");
+        }
+        eprintln!("scenarios and bugs belong to the simulation build: run `cargo testbed list`");
+    }
+    EXIT_OK
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::io::Write;
+    use std::path::Path;
+
+    use testbed::services::bugs::Bug;
+    use testbed::sim::history::to_jsonl;
+    use testbed::sim::ledger::scenario::LedgerScenario;
+    use testbed::sim::run::{self, RunOutcome, RunRequest};
+
+    use super::{EXIT_OK, EXIT_USAGE, EXIT_VIOLATION};
+
+    fn parse(scenario: &str, bug: Option<&str>) -> Result<(LedgerScenario, Option<Bug>), u8> {
+        let Some(found) = LedgerScenario::from_name(scenario) else {
+            let names: Vec<&str> = LedgerScenario::ALL.iter().map(|s| s.name()).collect();
+            eprintln!("error: unknown scenario {scenario:?}; one of: {}", names.join(", "));
+            eprintln!("usage: testbed sweep --scenario NAME --seeds N [--from S] [--bug NAME] [--jobs J]");
+            return Err(EXIT_USAGE);
+        };
+        let bug = match bug.map(str::parse::<Bug>).transpose() {
+            Ok(bug) => bug,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_USAGE);
+            }
+        };
+        Ok((found, bug))
+    }
+
+    fn print_failure(outcome: &RunOutcome) {
+        println!("FAIL scenario {} seed {}", outcome.scenario, outcome.seed);
+        for v in outcome.violations.iter().take(5) {
+            println!("  invariant {}: {}", v.invariant, v.message);
+        }
+        if outcome.violations.len() > 5 {
+            println!("  ... and {} more", outcome.violations.len() - 5);
+        }
+        println!("  reproduce: {}", outcome.repro_command());
+    }
+
+    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, jobs: Option<usize>) -> u8 {
+        let (scenario, bug) = match parse(scenario, bug) {
+            Ok(parsed) => parsed,
+            Err(code) => return code,
+        };
+        if jobs == Some(0) {
+            eprintln!("error: --jobs must be at least 1");
+            return EXIT_USAGE;
+        }
+        let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let started = std::time::Instant::now();
+        let outcomes = run::sweep(scenario, from..from + seeds, bug, jobs, &|outcome| {
+            if !outcome.passed() {
+                print_failure(outcome);
+                let _ = std::io::stdout().flush();
+            }
+        });
+        let failures = outcomes.iter().filter(|o| !o.passed()).count();
+        let secs = started.elapsed().as_secs_f64();
+        println!("{seeds} seeds in {secs:.1}s ({:.1} seeds/s)", seeds as f64 / secs.max(1e-9));
+        println!("{seeds} seeds, {failures} failures");
+        if failures == 0 { EXIT_OK } else { EXIT_VIOLATION }
+    }
+
+    pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path) -> u8 {
+        let (scenario, bug) = match parse(scenario, bug) {
+            Ok(parsed) => parsed,
+            Err(code) => return code,
+        };
+        let outcome = run::run_seed(RunRequest { scenario, seed, bug, keep_trace: true });
+        for line in &outcome.trace {
+            println!("{line}");
+        }
+        if let Err(e) = std::fs::write(history, to_jsonl(&outcome.history)) {
+            eprintln!("error: cannot write {}: {e}", history.display());
+            return EXIT_USAGE;
+        }
+        println!("history: {} ({} events)", history.display(), outcome.history.len());
+        if outcome.passed() {
+            println!("result: pass");
+        } else {
+            print_failure(&outcome);
+        }
+        println!("trace hash: {:016x}", outcome.trace_hash);
+        if outcome.passed() { EXIT_OK } else { EXIT_VIOLATION }
+    }
+}

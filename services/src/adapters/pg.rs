@@ -151,7 +151,8 @@ fn read_error(error: sqlx::Error) -> ReadError {
     }
 }
 
-const EVENT_COLUMNS: &str = "event_id, stream_id, version, global_position, event_type, event_version, data, command_key";
+const EVENT_COLUMNS: &str =
+    "event_id, stream_id, version, global_position, event_type, event_version, data, command_key";
 
 fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
     let version: i64 = row.try_get("version")?;

@@ -51,10 +51,19 @@ async fn post_command<S: EventStore>(
     respond(api::command(&state.handler, &kind, key, &body).await)
 }
 
-/// The command API: `POST /api/v1/commands/{kind}` and `GET /health`.
+async fn get_strong_balance<S: EventStore>(
+    State(state): State<Arc<CommandState<S>>>,
+    Path(account_id): Path<String>,
+) -> Response {
+    respond(api::strong_balance(&state.handler, &account_id).await)
+}
+
+/// The command API: `POST /api/v1/commands/{kind}`, the linearizable
+/// `GET /api/v1/accounts/{id}/balance` (folded from the event store) and `GET /health`.
 pub fn command_router<S: EventStore>(handler: CommandHandler<S>, health: Health) -> Router {
     Router::new()
         .route("/api/v1/commands/{kind}", post(post_command::<S>))
+        .route("/api/v1/accounts/{id}/balance", get(get_strong_balance::<S>))
         .with_state(Arc::new(CommandState { handler }))
         .route("/health", get(get_health).with_state(Arc::new(health)))
         .fallback(not_found)

@@ -251,6 +251,36 @@ pub fn command_error(error: &CommandError) -> Reply {
     }
 }
 
+/// Handles `GET /api/v1/accounts/{id}/balance` on the command API: the balance folded from the
+/// event store, linearizable (DESIGN 3), at the cost of reading the whole stream.
+pub async fn strong_balance<S: EventStore>(handler: &CommandHandler<S>, account_id: &str) -> Reply {
+    if let Err(e) = models::ledger::account::check_account_id("account_id", account_id) {
+        return ledger_error(&e);
+    }
+    let recorded = match handler.store().load_stream(account_id).await {
+        Ok(recorded) => recorded,
+        Err(e) => return command_error(&CommandError::Unavailable(e.to_string())),
+    };
+    let account = match super::command::fold(account_id, &recorded) {
+        Ok(account) => account,
+        Err(e) => return command_error(&CommandError::Corrupt(e.to_string())),
+    };
+    match account.state {
+        None => Reply::error(404, "account_not_found", Some("account_id"), format!("no account {account_id}")),
+        Some(state) => Reply::new(
+            200,
+            json!({
+                "account_id": account_id,
+                "owner_name": state.owner_name,
+                "balance": state.currency.display(state.balance),
+                "currency": state.currency,
+                "version": account.version,
+                "position": account.version,
+            }),
+        ),
+    }
+}
+
 /// Handles `GET /api/v1/accounts/{id}/balance[?min_position=N]`.
 pub async fn balance<R: ReadModel>(read: &R, account_id: &str, min_position: Option<&str>) -> Reply {
     if let Err(e) = models::ledger::account::check_account_id("account_id", account_id) {

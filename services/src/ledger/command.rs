@@ -216,7 +216,7 @@ impl<S: EventStore> CommandHandler<S> {
             }
             #[cfg(madsim)]
             let appended = batch.events.clone();
-            if madsim::buggify::buggify_with_prob(0.05) {
+            if crate::bugs::buggify(0.05) {
                 // A slow path between decide and append widens the race window.
                 madsim::time::sleep(Duration::from_millis(20)).await;
             }

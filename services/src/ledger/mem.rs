@@ -42,12 +42,30 @@ impl MemEventStore {
         self.state.lock().expect("not poisoned").events.values().cloned().collect()
     }
 
-    /// Writes an event as a legacy writer would have (used for schema-evolution tests).
-    pub fn insert_raw(&self, event: RecordedEvent) {
+    /// Appends an event in its stored form at the stream's next version, with its outbox row,
+    /// as a legacy writer would have (schema-evolution scenarios). Returns the version.
+    pub fn append_legacy(&self, stream_id: &str, encoded: models::ledger::EncodedEvent, event_id: Uuid) -> u64 {
         let mut state = self.state.lock().expect("not poisoned");
-        state.next_position = state.next_position.max(event.global_position);
-        state.outbox.insert(event.global_position, event.event_id);
-        state.events.insert((event.stream_id.clone(), event.version), event);
+        let version = state
+            .events
+            .range((stream_id.to_string(), 0)..)
+            .take_while(|((s, _), _)| s == stream_id)
+            .last()
+            .map_or(0, |((_, v), _)| *v)
+            + 1;
+        state.next_position += 1;
+        let position = state.next_position;
+        state.outbox.insert(position, event_id);
+        let event = RecordedEvent {
+            event_id,
+            stream_id: stream_id.to_string(),
+            version,
+            global_position: position,
+            encoded,
+            command_key: None,
+        };
+        state.events.insert((stream_id.to_string(), version), event);
+        version
     }
 }
 

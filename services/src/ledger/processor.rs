@@ -72,7 +72,7 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R
         match read.apply(delivery.event()).await {
             Ok(Applied::Applied) => {
                 stats.applied += 1;
-                if madsim::buggify::buggify_with_prob(0.02) {
+                if crate::bugs::buggify(0.02) {
                     // A slow ack: a crash here must only cause a redelivery.
                     madsim::time::sleep(Duration::from_millis(200)).await;
                 }

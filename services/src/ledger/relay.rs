@@ -45,7 +45,7 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) ->
         }
     }
     if !sent.is_empty() {
-        if madsim::buggify::buggify_with_prob(0.02) {
+        if crate::bugs::buggify(0.02) {
             // A slow mark: a crash here must only cause a republish, deduplicated downstream.
             madsim::time::sleep(Duration::from_millis(200)).await;
         }

@@ -149,17 +149,11 @@ impl History {
                         });
                     }
                     in_flight.insert(event.process, ops.len());
-                    ops.push(RawOp {
-                        invoke: index,
-                        completion: None,
-                    });
+                    ops.push(RawOp { invoke: index, completion: None });
                 }
                 EventKind::Ok | EventKind::Fail | EventKind::Info => {
                     let Some(open) = in_flight.remove(&event.process) else {
-                        return Err(HistoryError::NoInvoke {
-                            line,
-                            process: event.process,
-                        });
+                        return Err(HistoryError::NoInvoke { line, process: event.process });
                     };
                     let invoke = &self.events[ops[open].invoke];
                     if invoke.f != event.f {
@@ -199,35 +193,19 @@ pub struct RawOp {
 pub enum HistoryError {
     /// A process invoked while its previous operation was still in flight.
     #[error("line {line}: process {process} invokes while its operation from line {invoke_line} is in flight")]
-    ProcessBusy {
-        line: usize,
-        process: u64,
-        invoke_line: usize,
-    },
+    ProcessBusy { line: usize, process: u64, invoke_line: usize },
     /// A completion with no invoke in flight for its process.
     #[error("line {line}: completion for process {process}, which has no operation in flight")]
     NoInvoke { line: usize, process: u64 },
     /// A completion for another function than the one invoked.
     #[error("line {line}: completion of {completed:?} answers an invoke of {invoked:?}")]
-    FunctionMismatch {
-        line: usize,
-        invoked: String,
-        completed: String,
-    },
+    FunctionMismatch { line: usize, invoked: String, completed: String },
     /// A completion for another key than the one invoked.
     #[error("line {line}: completion for key {completed:?} answers an invoke on key {invoked:?}")]
-    KeyMismatch {
-        line: usize,
-        invoked: String,
-        completed: String,
-    },
+    KeyMismatch { line: usize, invoked: String, completed: String },
     /// The model has no such function.
     #[error("line {line}: the {model} model has no function {f:?}")]
-    UnknownFunction {
-        line: usize,
-        model: &'static str,
-        f: String,
-    },
+    UnknownFunction { line: usize, model: &'static str, f: String },
     /// A field the model needs is missing or has the wrong shape.
     #[error("line {line}: {what}")]
     BadField { line: usize, what: String },

@@ -24,12 +24,7 @@ pub trait Model {
     /// The state after `input` takes effect in `state`, or `None` when it cannot take effect
     /// there with the `output` the client saw. `output` is `None` when the outcome is unknown
     /// (`info`): the step is then the operation taking effect, without any observation.
-    fn step(
-        &self,
-        state: &Self::State,
-        input: &Self::Input,
-        output: Option<&Self::Output>,
-    ) -> Option<Self::State>;
+    fn step(&self, state: &Self::State, input: &Self::Input, output: Option<&Self::Output>) -> Option<Self::State>;
 
     /// A human description of a state, for witnesses (`register = 3`).
     fn describe_state(&self, state: &Self::State) -> String;

@@ -1,0 +1,258 @@
+//! Checking a whole history: the budget, the verdict and its witness, and the loop over a
+//! model's partitions (P-compositionality: the history is linearizable iff every partition is).
+//!
+//! It does not parse files (see `read`) nor print (see `cli`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::history::{History, HistoryError, HistoryEvent};
+use crate::model::{Model, Partition};
+use crate::models::bank::bank_partitions;
+use crate::models::kv::kv_partitions;
+use crate::models::register::register_partitions;
+use crate::search::{SearchResult, search};
+
+/// Search steps (nodes visited) per history when no budget is given. The hardest reference
+/// file needs well under 1% of it; at about 10 ns a step it is a few seconds at most.
+pub const STEPS_MAX_DEFAULT: u64 = 200_000_000;
+
+/// How much work a check may do before it answers [`Verdict::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Search steps over all partitions of a history.
+    pub steps_max: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { steps_max: STEPS_MAX_DEFAULT }
+    }
+}
+
+impl Budget {
+    /// A budget of `steps_max` search steps.
+    pub fn steps(steps_max: u64) -> Self {
+        Budget { steps_max }
+    }
+}
+
+/// The answer of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Linearizable: every partition has a linearization.
+    Ok,
+    /// Not linearizable; the witness shows where.
+    Violation(Box<Witness>),
+    /// The budget ran out before an answer (and no violation was found before).
+    Unknown {
+        /// The partition being searched when the budget ran out.
+        partition: String,
+    },
+}
+
+impl Verdict {
+    /// The one-word name the CLI prints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Ok => "linearizable",
+            Verdict::Violation(_) => "not linearizable",
+            Verdict::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// One operation as a witness shows it: its invoke and its completion events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessOp {
+    pub invoke: HistoryEvent,
+    /// None when the operation never completed.
+    pub completion: Option<HistoryEvent>,
+}
+
+impl fmt::Display for WitnessOp {
+    /// `p3 withdraw acct-1 "10.00" -> fail error=insufficient_funds [invoke t=1200000, return t=1450000]`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let invoke = &self.invoke;
+        write!(f, "p{} {}", invoke.process, invoke.f)?;
+        if let Some(key) = &invoke.key {
+            write!(f, " {key}")?;
+        }
+        if let Some(to) = &invoke.to {
+            write!(f, " to {to}")?;
+        }
+        if let Some(value) = invoke.value.as_ref().filter(|v| !v.is_null()) {
+            write!(f, " {value}")?;
+        }
+        match &self.completion {
+            None => write!(f, " -> no answer [invoke t={}, never returned]", invoke.time),
+            Some(done) => {
+                write!(f, " -> {}", done.kind)?;
+                if let Some(value) = &done.value {
+                    write!(f, " {value}")?;
+                }
+                if let Some(balance) = &done.balance {
+                    write!(f, " balance={balance}")?;
+                }
+                if let Some(error) = &done.error {
+                    write!(f, " error={error}")?;
+                }
+                write!(f, " [invoke t={}, return t={}]", invoke.time, done.time)
+            }
+        }
+    }
+}
+
+/// Why a history is not linearizable: the furthest point in real time any order reached, and
+/// the operations pending there, none of which can take effect next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Witness {
+    /// The partition that has no linearization (`cas-register`, `key "3"`, `accounts a, b`).
+    pub partition: String,
+    /// How many operations the longest linearizable prefix holds.
+    pub linearized: usize,
+    /// The last operation of that prefix, if any.
+    pub last: Option<WitnessOp>,
+    /// The model's state after the prefix.
+    pub state: String,
+    /// Operations invoked and not linearized at that point, in invoke order; the first one to
+    /// return is `blocking`. Each of them is illegal next, or leads nowhere.
+    pub pending: Vec<WitnessOp>,
+    /// Index into `pending` of the operation whose return bounds the point.
+    pub blocking: usize,
+}
+
+impl fmt::Display for Witness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: after {} operations ({}), none of these can take effect:",
+            self.partition, self.linearized, self.state
+        )?;
+        if let Some(last) = &self.last {
+            writeln!(f, "  last linearized: {last}")?;
+        }
+        for (index, op) in self.pending.iter().enumerate() {
+            let mark = if index == self.blocking { "*" } else { "-" };
+            writeln!(f, "  {mark} {op}")?;
+        }
+        write!(f, "  (* returned before any order could place it)")
+    }
+}
+
+/// The models the checker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A read/write register.
+    Register,
+    /// Jepsen's etcd compare-and-set register.
+    CasRegister,
+    /// Per-key get/put/append strings.
+    Kv,
+    /// Accounts: open, deposit, withdraw, read, transfer.
+    Bank,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 4] = [ModelKind::Bank, ModelKind::Register, ModelKind::CasRegister, ModelKind::Kv];
+
+    /// The name the CLI uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Register => "register",
+            ModelKind::CasRegister => "cas-register",
+            ModelKind::Kv => "kv",
+            ModelKind::Bank => "bank",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?} (expected bank, register, cas-register or kv)"))
+    }
+}
+
+/// Checks a history with one of the known models.
+///
+/// # Errors
+/// [`HistoryError`] when the history is malformed or does not fit the model; never for a
+/// history that is merely not linearizable.
+///
+/// # Examples
+/// ```
+/// use checker::{Budget, History, ModelKind, Verdict, check_history, read::Format};
+/// let text = "\
+/// {\"process\":0,\"type\":\"invoke\",\"f\":\"open\",\"key\":\"a\",\"value\":\"10.00\",\"time\":1}
+/// {\"process\":0,\"type\":\"ok\",\"f\":\"open\",\"key\":\"a\",\"value\":\"10.00\",\"time\":2}
+/// {\"process\":1,\"type\":\"invoke\",\"f\":\"read\",\"key\":\"a\",\"time\":3}
+/// {\"process\":1,\"type\":\"ok\",\"f\":\"read\",\"key\":\"a\",\"value\":\"10.0\",\"time\":4}
+/// ";
+/// let history: History = Format::Jsonl.parse(text).unwrap();
+/// let verdict = check_history(ModelKind::Bank, &history, Budget::default()).unwrap();
+/// assert_eq!(verdict, Verdict::Ok);
+/// ```
+pub fn check_history(model: ModelKind, history: &History, budget: Budget) -> Result<Verdict, HistoryError> {
+    Ok(match model {
+        ModelKind::Register => check_partitions(history, register_partitions(history, false)?, budget),
+        ModelKind::CasRegister => check_partitions(history, register_partitions(history, true)?, budget),
+        ModelKind::Kv => check_partitions(history, kv_partitions(history)?, budget),
+        ModelKind::Bank => check_partitions(history, bank_partitions(history)?, budget),
+    })
+}
+
+/// Checks partitions one by one, smallest first, sharing the budget; stops at the first
+/// violation. Unknown only when no partition is a violation and one ran out of budget.
+///
+/// `history` must be the history the partitions' operations index into.
+pub fn check_partitions<M: Model>(history: &History, partitions: Vec<Partition<M>>, budget: Budget) -> Verdict {
+    let mut order: Vec<usize> = (0..partitions.len()).collect();
+    order.sort_by_key(|&p| partitions[p].operations.len());
+    let mut steps_left = budget.steps_max;
+    let mut unknown: Option<String> = None;
+    for p in order {
+        let partition = &partitions[p];
+        match search(&partition.model, &partition.operations, &mut steps_left) {
+            SearchResult::Linearizable => {}
+            SearchResult::Unknown => {
+                unknown.get_or_insert_with(|| partition.label.clone());
+            }
+            SearchResult::Illegal(deepest) => {
+                let op = |index: usize| {
+                    let operation = &partition.operations[index];
+                    WitnessOp {
+                        invoke: history.events[operation.invoke].clone(),
+                        completion: operation.completion.map(|c| history.events[c].clone()),
+                    }
+                };
+                let mut pending = deepest.pending.clone();
+                pending.sort_by_key(|&o| partition.operations[o].invoke);
+                let blocking =
+                    pending.iter().position(|&o| o == deepest.blocking).expect("the blocking operation is pending");
+                return Verdict::Violation(Box::new(Witness {
+                    partition: partition.label.clone(),
+                    linearized: deepest.linearized.len(),
+                    last: deepest.linearized.last().map(|&o| op(o)),
+                    state: partition.model.describe_state(&deepest.state),
+                    pending: pending.into_iter().map(op).collect(),
+                    blocking,
+                }));
+            }
+        }
+    }
+    match unknown {
+        Some(partition) => Verdict::Unknown { partition },
+        None => Verdict::Ok,
+    }
+}

@@ -1,0 +1,166 @@
+//! The register models: a read/write register, and the compare-and-set register of Jepsen's
+//! etcd test (porcupine's `etcdModel`), with the translation of a history into their one
+//! partition.
+//!
+//! Semantics (histories/porcupine/README.md): the register starts as nil; `read` returns the
+//! value; `write` sets it; `cas [from to]` sets `to` when the value is `from`, and a `fail`
+//! of a cas means it did not apply (so the value was not `from`). Any other `fail` constrains
+//! nothing (`:fail :read :timed-out`), and `info` is an unknown outcome. Values are any JSON
+//! values, compared by their text.
+
+use crate::history::{EventKind, History, HistoryError};
+use crate::model::{Model, Operation, Partition};
+use crate::models::{Interner, bad_field, op_events};
+
+/// The id of nil (JSON null), the initial value.
+const NIL: u32 = 0;
+
+/// A register operation; values are interned ids (see [`RegisterModel::value_text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegisterInput {
+    Read,
+    Write(u32),
+    Cas { from: u32, to: u32 },
+}
+
+/// What a register operation returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegisterOutput {
+    /// The value read.
+    Read(u32),
+    Write,
+    /// Whether the compare-and-set applied.
+    Cas(bool),
+}
+
+/// A single register; `cas` says whether compare-and-set is allowed.
+#[derive(Debug, Clone)]
+pub struct RegisterModel {
+    cas: bool,
+    values: Interner,
+}
+
+impl RegisterModel {
+    /// The text of an interned value (`nil` for id 0).
+    pub fn value_text(&self, id: u32) -> &str {
+        self.values.text(id)
+    }
+
+    /// The model's name as the CLI spells it.
+    pub fn name(&self) -> &'static str {
+        if self.cas { "cas-register" } else { "register" }
+    }
+}
+
+impl Model for RegisterModel {
+    type State = u32;
+    type Input = RegisterInput;
+    type Output = RegisterOutput;
+
+    fn init(&self) -> u32 {
+        NIL
+    }
+
+    #[inline]
+    fn step(&self, state: &u32, input: &RegisterInput, output: Option<&RegisterOutput>) -> Option<u32> {
+        let state = *state;
+        match (input, output) {
+            (RegisterInput::Read, Some(RegisterOutput::Read(value))) => (*value == state).then_some(state),
+            (RegisterInput::Read, _) => Some(state),
+            (RegisterInput::Write(value), _) => Some(*value),
+            (RegisterInput::Cas { from, to }, Some(RegisterOutput::Cas(true)) | None) => {
+                if *from == state {
+                    Some(*to)
+                } else if output.is_none() {
+                    // An unknown cas that did not apply changes nothing.
+                    Some(state)
+                } else {
+                    None
+                }
+            }
+            (RegisterInput::Cas { from, .. }, Some(RegisterOutput::Cas(false))) => (*from != state).then_some(state),
+            (RegisterInput::Cas { .. }, Some(_)) => None,
+        }
+    }
+
+    fn describe_state(&self, state: &u32) -> String {
+        format!("register = {}", self.values.text(*state))
+    }
+}
+
+/// Translates a history into the single partition of a register (`cas`: a cas-register).
+///
+/// # Errors
+/// [`HistoryError`] when the history is malformed, uses a function the model lacks, or a
+/// value has the wrong shape (a cas value must be `[from, to]`).
+pub fn register_partitions(history: &History, cas: bool) -> Result<Vec<Partition<RegisterModel>>, HistoryError> {
+    let model_name = if cas { "cas-register" } else { "register" };
+    let mut values = Interner::new("nil");
+    let mut intern =
+        |value: &serde_json::Value| -> u32 { if value.is_null() { NIL } else { values.intern(&value.to_string()) } };
+    let mut operations = Vec::new();
+    for op in op_events(history)? {
+        let input = match op.invoke.f.as_str() {
+            "read" => RegisterInput::Read,
+            "write" => {
+                let value = op.invoke.value.as_ref().ok_or_else(|| bad_field(op.line, "a write needs a value"))?;
+                RegisterInput::Write(intern(value))
+            }
+            "cas" if cas => {
+                let pair = op.invoke.value.as_ref().and_then(|v| v.as_array()).filter(|a| a.len() == 2);
+                let Some(pair) = pair else {
+                    return Err(bad_field(op.line, "a cas value must be [from, to]"));
+                };
+                RegisterInput::Cas { from: intern(&pair[0]), to: intern(&pair[1]) }
+            }
+            other => {
+                return Err(HistoryError::UnknownFunction { line: op.line, model: model_name, f: other.to_string() });
+            }
+        };
+        let kind = op.completion.map(|c| c.kind);
+        let output = match (kind, input) {
+            (None | Some(EventKind::Info), RegisterInput::Read) => continue,
+            (None | Some(EventKind::Info), _) => None,
+            (Some(EventKind::Ok), RegisterInput::Read) => {
+                let completion = op.completion.expect("kind is Some");
+                let value = completion
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| bad_field(op.completion_line, "an ok read needs a value (null for nil)"))?;
+                Some(RegisterOutput::Read(intern(value)))
+            }
+            (Some(EventKind::Ok), RegisterInput::Write(_)) => Some(RegisterOutput::Write),
+            (Some(EventKind::Ok), RegisterInput::Cas { .. }) => Some(RegisterOutput::Cas(true)),
+            (Some(EventKind::Fail), RegisterInput::Cas { .. }) => Some(RegisterOutput::Cas(false)),
+            (Some(EventKind::Fail), _) => continue,
+            (Some(EventKind::Invoke), _) => unreachable!("pairing never completes with an invoke"),
+        };
+        operations.push(Operation { input, output, invoke: op.invoke_index, completion: op.completion_index });
+    }
+    Ok(vec![Partition { label: model_name.to_string(), model: RegisterModel { cas, values }, operations }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> RegisterModel {
+        RegisterModel { cas: true, values: Interner::new("nil") }
+    }
+
+    /// Goal: the etcd semantics of porcupine's model. Method: one step per case.
+    #[test]
+    fn cas_register_steps() {
+        let m = model();
+        let cas = RegisterInput::Cas { from: 1, to: 2 };
+        assert_eq!(m.step(&1, &cas, Some(&RegisterOutput::Cas(true))), Some(2));
+        assert_eq!(m.step(&3, &cas, Some(&RegisterOutput::Cas(true))), None);
+        assert_eq!(m.step(&3, &cas, Some(&RegisterOutput::Cas(false))), Some(3));
+        assert_eq!(m.step(&1, &cas, Some(&RegisterOutput::Cas(false))), None);
+        assert_eq!(m.step(&1, &cas, None), Some(2));
+        assert_eq!(m.step(&3, &cas, None), Some(3));
+        assert_eq!(m.step(&NIL, &RegisterInput::Read, Some(&RegisterOutput::Read(NIL))), Some(NIL));
+        assert_eq!(m.step(&NIL, &RegisterInput::Read, Some(&RegisterOutput::Read(1))), None);
+        assert_eq!(m.step(&NIL, &RegisterInput::Write(4), None), Some(4));
+    }
+}

@@ -1,0 +1,564 @@
+//! The ledger's scenarios: the mixed chaos workload under swarm faults, and the spec's named
+//! scenarios, each with its expected outcome. A scenario runs inside a madsim runtime; it builds
+//! the world, opens the accounts, runs clients and faults, heals, waits for quiescence, and
+//! returns what the invariants need.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::Handle;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use serde_json::json;
+use services::bugs::Bug;
+use services::ports::ledger::{EventStore, ReadModel};
+
+use super::crdb::{CrdbFaultRates, SimEventStore};
+use super::invariants::{self, OpRecord, Violation};
+use super::readdb::SimReadModel;
+use super::workload::{self, Client, Op, Outcome, WorkloadConfig};
+use super::world::{LedgerWorld, WorldConfig};
+use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
+use crate::history::{EventKind, History, HistoryEvent};
+use crate::trace;
+
+/// Longest the heal-and-quiesce phase waits for the outbox to drain and the read model to
+/// converge, in simulated time.
+pub const QUIESCE_MAX: Duration = Duration::from_secs(60);
+/// How often quiescence is polled.
+pub const QUIESCE_POLL: Duration = Duration::from_millis(250);
+/// Longest the workload phase may last before clients are abandoned (a liveness failure).
+pub const WORKLOAD_MAX: Duration = Duration::from_secs(600);
+
+/// The index (and process id) of the client that opens the accounts.
+pub const SETUP_CLIENT: usize = 9999;
+/// Time the nodes get to bind their ports before the first client request.
+pub const BOOT_WAIT: Duration = Duration::from_millis(200);
+
+/// A named scenario of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LedgerScenario {
+    Chaos,
+    CrdbOneDown,
+    CrdbTwoDown,
+    NatsDown,
+    ProcessorCrash,
+    Rebuild,
+    PartitionMinorityGateway,
+    ConcurrentWithdrawals,
+    DoubleSpend,
+    SchemaEvolution,
+}
+
+impl LedgerScenario {
+    pub const ALL: [LedgerScenario; 10] = [
+        LedgerScenario::Chaos,
+        LedgerScenario::CrdbOneDown,
+        LedgerScenario::CrdbTwoDown,
+        LedgerScenario::NatsDown,
+        LedgerScenario::ProcessorCrash,
+        LedgerScenario::Rebuild,
+        LedgerScenario::PartitionMinorityGateway,
+        LedgerScenario::ConcurrentWithdrawals,
+        LedgerScenario::DoubleSpend,
+        LedgerScenario::SchemaEvolution,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LedgerScenario::Chaos => "ledger-chaos",
+            LedgerScenario::CrdbOneDown => "crdb-one-down",
+            LedgerScenario::CrdbTwoDown => "crdb-two-down",
+            LedgerScenario::NatsDown => "nats-down",
+            LedgerScenario::ProcessorCrash => "processor-crash",
+            LedgerScenario::Rebuild => "read-model-rebuild",
+            LedgerScenario::PartitionMinorityGateway => "partition-minority-gateway",
+            LedgerScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
+            LedgerScenario::DoubleSpend => "double-spend",
+            LedgerScenario::SchemaEvolution => "schema-evolution",
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            LedgerScenario::Chaos => "mixed deposits, withdrawals, transfers and reads under swarm faults",
+            LedgerScenario::CrdbOneDown => "one CockroachDB node crashed: writes continue",
+            LedgerScenario::CrdbTwoDown => {
+                "two nodes down: writes fail unavailable, nothing partial, recover after restart"
+            }
+            LedgerScenario::NatsDown => "NATS down: writes continue, the read model lags, then catches up",
+            LedgerScenario::ProcessorCrash => "the read processor crashes during writes and catches up exactly",
+            LedgerScenario::Rebuild => "the read model is corrupted by hand, then rebuilt from the events",
+            LedgerScenario::PartitionMinorityGateway => {
+                "the gateway of one api is cut off in the minority: writes there are rejected, the majority continues"
+            }
+            LedgerScenario::ConcurrentWithdrawals => {
+                "100 concurrent withdrawals of 10.00 on 100.00: exactly 10 succeed"
+            }
+            LedgerScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
+            LedgerScenario::SchemaEvolution => "v1 MoneyDeposited events (no currency) in the store are upcast",
+        }
+    }
+
+    /// Seeds `cargo sim` sweeps by default: sized so CI stays well under 30 minutes.
+    pub fn default_seeds(self) -> u64 {
+        match self {
+            LedgerScenario::Chaos => 40,
+            LedgerScenario::ConcurrentWithdrawals => 5,
+            _ => 10,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<LedgerScenario> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scenario whose sweep exposes a planted bug.
+    pub fn exposing(bug: Bug) -> LedgerScenario {
+        match bug {
+            Bug::NoOptimisticLock | Bug::WithdrawFromReadModel => LedgerScenario::ConcurrentWithdrawals,
+            Bug::RetryWithoutKey => LedgerScenario::Chaos,
+            Bug::PublishWithoutOutbox => LedgerScenario::NatsDown,
+            Bug::NonIdempotentProjection | Bug::AckBeforeApply => LedgerScenario::ProcessorCrash,
+        }
+    }
+}
+
+/// What a ledger run hands to the invariants.
+pub struct LedgerRun {
+    pub history: Vec<HistoryEvent>,
+    pub ops: Vec<OpRecord>,
+    pub faults: Vec<FaultRecord>,
+    pub violations: Vec<Violation>,
+    pub events: usize,
+}
+
+struct Ctx {
+    seed: u64,
+    rng: ChaCha8Rng,
+    world: LedgerWorld,
+    history: History,
+    ops: Arc<Mutex<Vec<OpRecord>>>,
+    injector: Injector,
+    clients_made: usize,
+    expectations: Vec<Violation>,
+}
+
+impl Ctx {
+    /// A client on a node of its own.
+    fn client_node(&mut self) -> madsim::runtime::NodeHandle {
+        self.clients_made += 1;
+        let n = self.clients_made;
+        Handle::current()
+            .create_node()
+            .name(format!("client-{n}"))
+            .ip([10, 0, 9 + (n / 250) as u8, (n % 250) as u8 + 1].into())
+            .build()
+    }
+
+    fn expect(&mut self, holds: bool, message: impl Into<String>) {
+        if !holds {
+            self.expectations.push(Violation::new("scenario-expectation", message));
+        }
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    models::money::parse_decimal(s).expect("valid decimal literal")
+}
+
+/// Runs one scenario to its end state and checks every invariant.
+pub async fn run(scenario: LedgerScenario, seed: u64) -> LedgerRun {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rates = match scenario {
+        LedgerScenario::Chaos => CrdbFaultRates {
+            retry_on_contention: rng.gen_range(0.0..0.5),
+            ambiguous_commit: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
+        },
+        _ => CrdbFaultRates { retry_on_contention: 0.2, ambiguous_commit: 0.0 },
+    };
+    let api_nodes = match scenario {
+        LedgerScenario::CrdbOneDown | LedgerScenario::CrdbTwoDown => 1,
+        _ => 2,
+    };
+    let world = LedgerWorld::build(&Handle::current(), WorldConfig { crdb_nodes: 3, api_nodes, crdb_rates: rates });
+    let targets = Targets { nodes: world.nodes.iter().map(|(n, id)| (n.clone(), *id)).collect() };
+    let mut ctx = Ctx {
+        seed,
+        rng,
+        world,
+        history: History::new(),
+        ops: Arc::default(),
+        injector: Injector::new(targets),
+        clients_made: 0,
+        expectations: Vec::new(),
+    };
+    madsim::time::sleep(BOOT_WAIT).await;
+    match scenario {
+        LedgerScenario::Chaos => chaos(&mut ctx).await,
+        LedgerScenario::CrdbOneDown => crdb_one_down(&mut ctx).await,
+        LedgerScenario::CrdbTwoDown => crdb_two_down(&mut ctx).await,
+        LedgerScenario::NatsDown => nats_down(&mut ctx).await,
+        LedgerScenario::ProcessorCrash => processor_crash(&mut ctx).await,
+        LedgerScenario::Rebuild => rebuild(&mut ctx).await,
+        LedgerScenario::PartitionMinorityGateway => partition_minority(&mut ctx).await,
+        LedgerScenario::ConcurrentWithdrawals => concurrent_withdrawals(&mut ctx, 100, "100.00", "10.00").await,
+        LedgerScenario::DoubleSpend => concurrent_withdrawals(&mut ctx, 2, "100.00", "100.00").await,
+        LedgerScenario::SchemaEvolution => schema_evolution(&mut ctx).await,
+    }
+    ctx.injector.heal();
+    let converged = quiesce(&ctx).await;
+    let history = ctx.history.events();
+    let ops = ctx.ops.lock().expect("not poisoned").clone();
+    let events = ctx.world.cluster.store.all_events();
+    let views: Vec<_> = ctx.world.readdb.lock().expect("not poisoned").values().cloned().collect();
+    let mut violations = ctx.expectations.clone();
+    violations.extend(invariants::no_negative_balance(&history, &events));
+    violations.extend(invariants::conservation(&history, &events));
+    violations.extend(invariants::one_effect_per_key(&ops, &events));
+    if !converged {
+        violations.extend(invariants::convergence(&events, &views));
+    }
+    trace::record("checker", &format!("{} violations", violations.len()));
+    LedgerRun { history, ops, faults: ctx.injector.records(), violations, events: events.len() }
+}
+
+/// Waits until the outbox is empty and the read model equals the event store's fold.
+async fn quiesce(ctx: &Ctx) -> bool {
+    let deadline = madsim::time::Instant::now() + QUIESCE_MAX;
+    loop {
+        let backlog = ctx.world.cluster.store.backlog().await.unwrap_or(u64::MAX);
+        let events = ctx.world.cluster.store.all_events();
+        let views: Vec<_> = ctx.world.readdb.lock().expect("not poisoned").values().cloned().collect();
+        if backlog == 0 && invariants::convergence(&events, &views).is_empty() {
+            trace::record("checker", "quiescent");
+            return true;
+        }
+        if madsim::time::Instant::now() >= deadline {
+            trace::record("checker", &format!("not quiescent: backlog {backlog}"));
+            return false;
+        }
+        madsim::time::sleep(QUIESCE_POLL).await;
+    }
+}
+
+/// Opens accounts from a setup client, retrying until each is open (no faults yet).
+async fn open_accounts(ctx: &mut Ctx, accounts: &[(String, Decimal)]) {
+    let node = ctx.client_node();
+    let (history, ops, accounts) = (ctx.history.clone(), ctx.ops.clone(), accounts.to_vec());
+    let api_nodes = ctx.world.config.api_nodes;
+    node.spawn(async move {
+        let mut client = Client::new(SETUP_CLIENT, 1, api_nodes, history, ops).await;
+        for (account, balance) in accounts {
+            for attempt in 0..workload::CLIENT_ATTEMPTS_MAX {
+                let key = format!("open-{account}-{attempt}");
+                let op = Op::Open { account: account.clone(), balance };
+                match client.run(&op, &key, 0).await {
+                    Outcome::Ok { .. } => break,
+                    Outcome::Fail(e) if e == "account_exists" => break,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("setup client finished");
+}
+
+fn draw_accounts(rng: &mut ChaCha8Rng, min: usize, max: usize) -> Vec<(String, Decimal)> {
+    let n = rng.gen_range(min..=max);
+    (0..n).map(|i| (format!("acct-{}", i + 1), Decimal::new(rng.gen_range(50..=500) * 100, 2))).collect()
+}
+
+/// Starts clients running the mixed workload; returns their join handles.
+fn start_clients(ctx: &mut Ctx, config: WorkloadConfig, failover: bool) -> Vec<madsim::task::JoinHandle<()>> {
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    for index in 0..config.clients {
+        let node = ctx.client_node();
+        let (history, ops, config, seed) = (ctx.history.clone(), ctx.ops.clone(), config.clone(), ctx.seed);
+        handles.push(node.spawn(async move {
+            let mut client = Client::new(index, config.clients, config.api_nodes, history, ops).await;
+            client.failover = failover;
+            workload::run_mixed(seed, client, config).await;
+        }));
+    }
+    handles
+}
+
+async fn join_clients(ctx: &mut Ctx, handles: Vec<madsim::task::JoinHandle<()>>) {
+    let all = futures::future::join_all(handles);
+    if madsim::time::timeout(WORKLOAD_MAX, all).await.is_err() {
+        ctx.expectations.push(Violation::new("liveness", "clients did not finish their operations in time"));
+    }
+}
+
+fn mixed(ctx: &mut Ctx, accounts: Vec<(String, Decimal)>, clients: usize, ops: usize) -> WorkloadConfig {
+    WorkloadConfig {
+        accounts,
+        clients,
+        ops_per_client: ops,
+        mix: [30, 30, 20, 15, 5],
+        think_max: Duration::from_millis(100),
+        api_nodes: ctx.world.config.api_nodes,
+    }
+}
+
+async fn chaos(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 3, 6);
+    open_accounts(ctx, &accounts).await;
+    let clients = ctx.rng.gen_range(8..=10);
+    let config = mixed(ctx, accounts, clients, 60);
+    let crashable: Vec<String> = ctx.world.nodes.keys().cloned().collect();
+    let plan = FaultPlan::draw(&mut ctx.rng, crashable);
+    trace::record("faults", &format!("plan {plan:?}"));
+    let handles = start_clients(ctx, config, true);
+    let injector = ctx.injector.clone();
+    let mut fault_rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ 0xFA17);
+    let faults =
+        madsim::task::spawn(async move { injector.run_swarm(&plan, &mut fault_rng, Duration::from_secs(40)).await });
+    join_clients(ctx, handles).await;
+    let _ = faults.await;
+}
+
+/// Outcomes of the writes whose invoke and completion both fall in `[from, to]` (nanoseconds).
+fn writes_between(history: &[HistoryEvent], from: u64, to: u64) -> Vec<(u64, HistoryEvent)> {
+    let mut invoked: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in history {
+        if matches!(e.f.as_str(), "read" | "read_model" | "open") {
+            continue;
+        }
+        if e.kind == EventKind::Invoke {
+            invoked.insert(e.process, e.time);
+        } else if let Some(start) = invoked.remove(&e.process)
+            && start >= from
+            && e.time <= to
+        {
+            out.push((start, e.clone()));
+        }
+    }
+    out
+}
+
+fn failed_unavailable(e: &HistoryEvent) -> bool {
+    e.kind == EventKind::Info || (e.kind == EventKind::Fail && e.error.as_deref() != Some("insufficient_funds"))
+}
+
+async fn crdb_one_down(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 3, 4);
+    open_accounts(ctx, &accounts).await;
+    let config = mixed(ctx, accounts, 4, 30);
+    let handles = start_clients(ctx, config, true);
+    madsim::time::sleep(Duration::from_secs(1)).await;
+    ctx.injector.crash("crdb-2");
+    join_clients(ctx, handles).await;
+    let history = ctx.history.events();
+    let bad: Vec<_> =
+        writes_between(&history, 0, u64::MAX).into_iter().filter(|(_, e)| failed_unavailable(e)).collect();
+    ctx.expect(bad.is_empty(), format!("with one node down {} writes failed: first {:?}", bad.len(), bad.first()));
+}
+
+async fn crdb_two_down(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 2, 3);
+    open_accounts(ctx, &accounts).await;
+    let mut config = mixed(ctx, accounts, 3, 40);
+    config.think_max = Duration::from_millis(400);
+    let handles = start_clients(ctx, config, true);
+    madsim::time::sleep(Duration::from_secs(2)).await;
+    let down_at = trace::now_nanos();
+    let events_before = ctx.world.cluster.store.all_events().len();
+    ctx.injector.crash("crdb-2");
+    ctx.injector.crash("crdb-3");
+    madsim::time::sleep(Duration::from_secs(6)).await;
+    let events_during = ctx.world.cluster.store.all_events().len();
+    let up_at = trace::now_nanos();
+    ctx.injector.restart("crdb-2");
+    ctx.injector.restart("crdb-3");
+    join_clients(ctx, handles).await;
+    let history = ctx.history.events();
+    // Writes that started after the outage began and ended before it was over.
+    let during = writes_between(&history, down_at + 500_000_000, up_at);
+    let applied: Vec<_> = during.iter().filter(|(_, e)| e.kind == EventKind::Ok).collect();
+    ctx.expect(!during.is_empty(), "no write was attempted while two nodes were down");
+    ctx.expect(applied.is_empty(), format!("{} writes succeeded without quorum", applied.len()));
+    ctx.expect(
+        events_during <= events_before + 2,
+        format!("{} events committed without quorum", events_during.saturating_sub(events_before)),
+    );
+    let after = writes_between(&history, up_at + 1_000_000_000, u64::MAX);
+    ctx.expect(after.iter().any(|(_, e)| e.kind == EventKind::Ok), "writes did not recover after the restart");
+}
+
+async fn nats_down(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    open_accounts(ctx, &accounts).await;
+    let mut config = mixed(ctx, accounts, 4, 40);
+    config.mix = [40, 30, 20, 5, 5];
+    let handles = start_clients(ctx, config, true);
+    madsim::time::sleep(Duration::from_secs(1)).await;
+    ctx.injector.crash("nats");
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    let store_versions: u64 = invariants::fold_all(&ctx.world.cluster.store.all_events())
+        .map(|a| a.values().map(|a| a.version).sum())
+        .unwrap_or(0);
+    let read_versions: u64 = ctx.world.readdb.lock().expect("not poisoned").values().map(|v| v.version).sum();
+    ctx.expect(
+        read_versions < store_versions,
+        format!("the read model did not lag ({read_versions} of {store_versions})"),
+    );
+    ctx.injector.restart("nats");
+    join_clients(ctx, handles).await;
+    let history = ctx.history.events();
+    let bad: Vec<_> =
+        writes_between(&history, 0, u64::MAX).into_iter().filter(|(_, e)| failed_unavailable(e)).collect();
+    ctx.expect(bad.is_empty(), format!("{} writes failed while only NATS was down", bad.len()));
+}
+
+async fn processor_crash(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    open_accounts(ctx, &accounts).await;
+    let mut config = mixed(ctx, accounts, 4, 40);
+    config.mix = [50, 20, 20, 5, 5];
+    config.think_max = Duration::from_millis(50);
+    let handles = start_clients(ctx, config, true);
+    for _ in 0..3 {
+        madsim::time::sleep(Duration::from_millis(ctx.rng.gen_range(300..1500))).await;
+        ctx.injector.crash("processor");
+        madsim::time::sleep(Duration::from_millis(ctx.rng.gen_range(200..4000))).await;
+        ctx.injector.restart("processor");
+    }
+    join_clients(ctx, handles).await;
+}
+
+async fn rebuild(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 3, 5);
+    open_accounts(ctx, &accounts).await;
+    let config = mixed(ctx, accounts.clone(), 3, 20);
+    let handles = start_clients(ctx, config, true);
+    join_clients(ctx, handles).await;
+    if !quiesce(ctx).await {
+        ctx.expect(false, "did not quiesce before the corruption");
+        return;
+    }
+    {
+        let mut views = ctx.world.readdb.lock().expect("not poisoned");
+        if let Some(view) = views.get_mut(&accounts[0].0) {
+            view.balance = dec("9999999");
+        }
+        views.remove(&accounts[1].0);
+        trace::record("faults", "read model corrupted by hand");
+    }
+    let events = ctx.world.cluster.store.all_events();
+    let views: Vec<_> = ctx.world.readdb.lock().expect("not poisoned").values().cloned().collect();
+    ctx.expect(!invariants::convergence(&events, &views).is_empty(), "the corruption went unnoticed");
+    let node = ctx.client_node();
+    let gateways: Vec<_> = (0..ctx.world.config.crdb_nodes).map(super::crdb::crdb_addr).collect();
+    let replayed = node
+        .spawn(async move {
+            let store = SimEventStore::connect(gateways).await;
+            let read = SimReadModel::connect().await;
+            read.rebuild(&store).await
+        })
+        .await
+        .expect("rebuild task");
+    trace::record("rebuild", &format!("{replayed:?}"));
+    ctx.expect(replayed.is_ok(), format!("rebuild failed: {replayed:?}"));
+}
+
+async fn partition_minority(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 2, 3);
+    open_accounts(ctx, &accounts).await;
+    let mut config = mixed(ctx, accounts, 2, 40);
+    config.mix = [40, 30, 20, 10, 0];
+    config.think_max = Duration::from_millis(300);
+    // Client 1 talks to api-1 (gateway crdb-1) only, client 2 to api-2 (gateway crdb-2) only.
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    for index in 0..2 {
+        let node = ctx.client_node();
+        let (history, ops, config, seed) = (ctx.history.clone(), ctx.ops.clone(), config.clone(), ctx.seed);
+        handles.push(node.spawn(async move {
+            let mut client = Client::new(index, 2, 2, history, ops).await;
+            client.failover = false;
+            let mut rng = workload::client_rng(seed, index);
+            for n in 0..config.ops_per_client {
+                let op = workload::next_op(&mut rng, &config);
+                client.run(&op, &format!("p{}-{n}", index + 1), index).await;
+                madsim::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
+            }
+        }));
+    }
+    madsim::time::sleep(Duration::from_secs(2)).await;
+    let cut_at = trace::now_nanos();
+    let minority = vec!["crdb-1".to_string()];
+    let majority = vec!["crdb-2".to_string(), "crdb-3".to_string()];
+    let index = ctx.injector.split(&minority, &majority);
+    madsim::time::sleep(Duration::from_secs(6)).await;
+    let healed_at = trace::now_nanos();
+    ctx.injector.unsplit(&minority, &majority, index);
+    join_clients(ctx, handles).await;
+    let history = ctx.history.events();
+    let during = writes_between(&history, cut_at + 500_000_000, healed_at);
+    let minority_ok = during.iter().filter(|(_, e)| e.process % 2 == 0 && e.kind == EventKind::Ok).count();
+    let majority_done: Vec<_> = during.iter().filter(|(_, e)| e.process % 2 == 1).collect();
+    let majority_bad = majority_done.iter().filter(|(_, e)| failed_unavailable(e)).count();
+    ctx.expect(minority_ok == 0, format!("{minority_ok} writes succeeded through the minority gateway"));
+    ctx.expect(!majority_done.is_empty(), "no write reached the majority during the partition");
+    ctx.expect(majority_bad == 0, format!("{majority_bad} writes failed on the majority side"));
+}
+
+async fn concurrent_withdrawals(ctx: &mut Ctx, clients: usize, balance: &str, amount: &str) {
+    let account = "acct-1".to_string();
+    open_accounts(ctx, &[(account.clone(), dec(balance))]).await;
+    let mut handles = Vec::new();
+    for index in 0..clients {
+        let node = ctx.client_node();
+        let (history, ops, account, amount) = (ctx.history.clone(), ctx.ops.clone(), account.clone(), dec(amount));
+        let api_nodes = ctx.world.config.api_nodes;
+        handles.push(node.spawn(async move {
+            let mut client = Client::new(index, clients, api_nodes, history, ops).await;
+            client.run(&Op::Withdraw { account, amount }, &format!("w{index}"), index % api_nodes).await;
+        }));
+    }
+    join_clients(ctx, handles).await;
+    let expected = (dec(balance) / dec(amount)).trunc();
+    let history = ctx.history.events();
+    let done: Vec<_> = history.iter().filter(|e| e.f == "withdraw" && e.kind != EventKind::Invoke).collect();
+    let ok = done.iter().filter(|e| e.kind == EventKind::Ok).count();
+    let refused = done.iter().filter(|e| e.error.as_deref() == Some("insufficient_funds")).count();
+    ctx.expect(
+        Decimal::from(ok) == expected && ok + refused == clients,
+        format!("{ok} of {clients} withdrawals succeeded and {refused} were refused; expected {expected} and the rest"),
+    );
+}
+
+async fn schema_evolution(ctx: &mut Ctx) {
+    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    open_accounts(ctx, &accounts).await;
+    // A legacy writer's v1 deposits, before the currency field existed.
+    for (n, (account, _)) in accounts.iter().enumerate() {
+        let amount = Decimal::new(ctx.rng.gen_range(1..=100) * 100, 2);
+        let encoded = models::ledger::EncodedEvent {
+            event_type: "MoneyDeposited".into(),
+            event_version: 1,
+            data: json!({"amount": amount.to_string()}),
+        };
+        let id = uuid::Uuid::from_u128(0x1e6a_0000 + n as u128);
+        ctx.world.cluster.store.append_legacy(account, encoded, id);
+        let process = 1_000_000 + n as u64;
+        let time = trace::now_nanos();
+        let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "deposit", time);
+        invoke.key = Some(account.clone());
+        invoke.value = Some(json!(amount.to_string()));
+        let mut ok = invoke.clone();
+        ok.kind = EventKind::Ok;
+        ctx.history.record(invoke);
+        ctx.history.record(ok);
+    }
+    let config = mixed(ctx, accounts, 3, 20);
+    let handles = start_clients(ctx, config, true);
+    join_clients(ctx, handles).await;
+}

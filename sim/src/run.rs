@@ -1,0 +1,165 @@
+//! Running seeds: one seed in a fresh madsim runtime (`run_seed`), many seeds over worker
+//! threads (`sweep`), and the same seed twice with trace hashes compared (`check_determinism`).
+//!
+//! A run never takes the process down: a panic inside the simulation is a `no-panic`
+//! violation and an exhausted simulated-time limit a `liveness` one. The sweep's threads live
+//! outside the simulations; inside one, madsim owns time, randomness and the network.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use services::bugs::Bug;
+
+use crate::faults::FaultRecord;
+use crate::history::HistoryEvent;
+use crate::ledger::invariants::{OpRecord, Violation};
+use crate::ledger::scenario::{self, LedgerScenario};
+use crate::trace;
+
+/// Simulated time after which a run is declared stuck.
+pub const SIM_TIME_LIMIT: Duration = Duration::from_secs(1800);
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRequest {
+    pub scenario: LedgerScenario,
+    pub seed: u64,
+    pub bug: Option<Bug>,
+    /// Keep the trace's text (for `repro`), not only its hash.
+    pub keep_trace: bool,
+}
+
+/// What one seed did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub bug: Option<String>,
+    pub violations: Vec<Violation>,
+    pub trace_hash: u64,
+    pub trace_lines: u64,
+    #[serde(skip)]
+    pub trace: Vec<String>,
+    #[serde(skip)]
+    pub history: Vec<HistoryEvent>,
+    #[serde(skip)]
+    pub ops: Vec<OpRecord>,
+    pub faults: Vec<FaultRecord>,
+    pub simulated_ms: u64,
+    pub events: usize,
+}
+
+impl RunOutcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The command that replays this run exactly.
+    pub fn repro_command(&self) -> String {
+        let bug = self.bug.as_ref().map(|b| format!(" --bug {b}")).unwrap_or_default();
+        format!("cargo testbed repro --scenario {} --seed {}{bug}", self.scenario, self.seed)
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Runs one seed of one scenario in a fresh simulation.
+pub fn run_seed(request: RunRequest) -> RunOutcome {
+    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(request.seed, madsim::Config::default());
+    runtime.set_time_limit(SIM_TIME_LIMIT);
+    services::bugs::set_active(request.bug);
+    let scenario = request.scenario;
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            trace::reset(request.keep_trace);
+            trace::record("sim", &format!("scenario {} seed {} bug {:?}", scenario.name(), request.seed, request.bug));
+            let run = scenario::run(scenario, request.seed).await;
+            (run, trace::now_nanos())
+        })
+    }));
+    services::bugs::set_active(None);
+    services::bugs::set_buggify(false);
+    let (trace_hash, trace_lines, trace) = trace::finish();
+    let mut outcome = RunOutcome {
+        scenario: scenario.name(),
+        seed: request.seed,
+        bug: request.bug.map(|b| b.name().to_string()),
+        violations: Vec::new(),
+        trace_hash,
+        trace_lines,
+        trace,
+        history: Vec::new(),
+        ops: Vec::new(),
+        faults: Vec::new(),
+        simulated_ms: 0,
+        events: 0,
+    };
+    match result {
+        Ok((run, nanos)) => {
+            outcome.violations = run.violations;
+            outcome.history = run.history;
+            outcome.ops = run.ops;
+            outcome.faults = run.faults;
+            outcome.simulated_ms = nanos / 1_000_000;
+            outcome.events = run.events;
+        }
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            let invariant = if message.contains("time limit") { "liveness" } else { "no-panic" };
+            outcome.violations.push(Violation::new(invariant, message));
+        }
+    }
+    outcome
+}
+
+/// Runs seeds `from..from + count` over `jobs` threads; `report` sees each outcome as it ends.
+/// Returns the outcomes in seed order.
+pub fn sweep(
+    scenario: LedgerScenario,
+    seeds: impl Iterator<Item = u64> + Send,
+    bug: Option<Bug>,
+    jobs: usize,
+    report: &(dyn Fn(&RunOutcome) + Sync),
+) -> Vec<RunOutcome> {
+    assert!(jobs >= 1);
+    let seeds: Vec<u64> = seeds.collect();
+    let next = AtomicU64::new(0);
+    let results = Mutex::new(Vec::with_capacity(seeds.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(seeds.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let mut outcome = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
+                    // Only failing seeds keep their history (for the timeline and the repro).
+                    if outcome.passed() {
+                        outcome.history = Vec::new();
+                        outcome.ops = Vec::new();
+                    }
+                    report(&outcome);
+                    results.lock().expect("not poisoned").push(outcome);
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("not poisoned");
+    results.sort_by_key(|o| o.seed);
+    results
+}
+
+/// Runs a seed twice; returns both trace hashes (equal when the run is deterministic).
+pub fn check_determinism(scenario: LedgerScenario, seed: u64, bug: Option<Bug>) -> (u64, u64) {
+    let a = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
+    let b = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
+    (a.trace_hash, b.trace_hash)
+}

@@ -1,0 +1,64 @@
+//! The run's trace: every message, fault and client result, in order, with the simulated
+//! time and the node. Its hash is the run's fingerprint: the same seed must give the same hash.
+//!
+//! One simulation runs on one thread, so the trace is thread-local. Lines are kept only when
+//! asked (repro); otherwise only hashed (FNV-1a, 64 bits), which keeps sweeps cheap.
+
+use std::cell::RefCell;
+
+struct TraceState {
+    hash: u64,
+    count: u64,
+    lines: Option<Vec<String>>,
+    start: Option<madsim::time::Instant>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+thread_local! {
+    static TRACE: RefCell<TraceState> =
+        const { RefCell::new(TraceState { hash: FNV_OFFSET, count: 0, lines: None, start: None }) };
+}
+
+/// Starts a fresh trace for a run; `keep_lines` keeps the text for printing.
+pub fn reset(keep_lines: bool) {
+    TRACE.with(|t| {
+        *t.borrow_mut() = TraceState {
+            hash: FNV_OFFSET,
+            count: 0,
+            lines: keep_lines.then(Vec::new),
+            start: Some(madsim::time::Instant::now()),
+        }
+    });
+}
+
+/// Nanoseconds of simulated time since the run started.
+pub fn now_nanos() -> u64 {
+    TRACE.with(|t| t.borrow().start.map_or(0, |s| s.elapsed().as_nanos() as u64))
+}
+
+/// Records one line: `time node what`.
+pub fn record(node: &str, what: &str) {
+    let time = now_nanos();
+    TRACE.with(|t| {
+        let mut t = t.borrow_mut();
+        let line = format!("{:>12.6} {node:<12} {what}", time as f64 / 1e9);
+        for byte in line.as_bytes().iter().chain(b"\n") {
+            t.hash ^= u64::from(*byte);
+            t.hash = t.hash.wrapping_mul(FNV_PRIME);
+        }
+        t.count += 1;
+        if let Some(lines) = t.lines.as_mut() {
+            lines.push(line);
+        }
+    });
+}
+
+/// The hash and number of lines so far, and the lines if kept.
+pub fn finish() -> (u64, u64, Vec<String>) {
+    TRACE.with(|t| {
+        let mut t = t.borrow_mut();
+        (t.hash, t.count, t.lines.take().unwrap_or_default())
+    })
+}
