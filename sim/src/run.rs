@@ -30,6 +30,15 @@ pub struct RunRequest {
     pub bug: Option<Bug>,
     /// Keep the trace's text (for `repro`), not only its hash.
     pub keep_trace: bool,
+    /// CockroachDB nodes: 3, or 5.
+    pub crdb_nodes: usize,
+}
+
+impl RunRequest {
+    /// A run of the default shape (3 CockroachDB nodes, trace hashed only).
+    pub fn new(scenario: LedgerScenario, seed: u64, bug: Option<Bug>) -> RunRequest {
+        RunRequest { scenario, seed, bug, keep_trace: false, crdb_nodes: 3 }
+    }
 }
 
 /// What one seed did.
@@ -50,6 +59,7 @@ pub struct RunOutcome {
     pub faults: Vec<FaultRecord>,
     pub simulated_ms: u64,
     pub events: usize,
+    pub crdb_nodes: usize,
 }
 
 impl RunOutcome {
@@ -60,7 +70,8 @@ impl RunOutcome {
     /// The command that replays this run exactly.
     pub fn repro_command(&self) -> String {
         let bug = self.bug.as_ref().map(|b| format!(" --bug {b}")).unwrap_or_default();
-        format!("cargo testbed repro --scenario {} --seed {}{bug}", self.scenario, self.seed)
+        let nodes = if self.crdb_nodes == 3 { String::new() } else { format!(" --crdb-nodes {}", self.crdb_nodes) };
+        format!("cargo testbed repro --scenario {} --seed {}{bug}{nodes}", self.scenario, self.seed)
     }
 }
 
@@ -82,7 +93,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         runtime.block_on(async move {
             trace::reset(request.keep_trace);
             trace::record("sim", &format!("scenario {} seed {} bug {:?}", scenario.name(), request.seed, request.bug));
-            let run = scenario::run(scenario, request.seed).await;
+            let run = scenario::run(scenario, request.seed, request.crdb_nodes).await;
             (run, trace::now_nanos())
         })
     }));
@@ -102,6 +113,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         faults: Vec::new(),
         simulated_ms: 0,
         events: 0,
+        crdb_nodes: request.crdb_nodes,
     };
     match result {
         Ok((run, nanos)) => {
@@ -121,12 +133,11 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     outcome
 }
 
-/// Runs seeds `from..from + count` over `jobs` threads; `report` sees each outcome as it ends.
+/// Runs `template` for every seed over `jobs` threads; `report` sees each outcome as it ends.
 /// Returns the outcomes in seed order.
 pub fn sweep(
-    scenario: LedgerScenario,
+    template: RunRequest,
     seeds: impl Iterator<Item = u64> + Send,
-    bug: Option<Bug>,
     jobs: usize,
     report: &(dyn Fn(&RunOutcome) + Sync),
 ) -> Vec<RunOutcome> {
@@ -140,7 +151,7 @@ pub fn sweep(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(&seed) = seeds.get(i) else { break };
-                    let mut outcome = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
+                    let mut outcome = run_seed(RunRequest { seed, keep_trace: false, ..template });
                     // Only failing seeds keep their history (for the timeline and the repro).
                     if outcome.passed() {
                         outcome.history = Vec::new();
@@ -158,8 +169,6 @@ pub fn sweep(
 }
 
 /// Runs a seed twice; returns both trace hashes (equal when the run is deterministic).
-pub fn check_determinism(scenario: LedgerScenario, seed: u64, bug: Option<Bug>) -> (u64, u64) {
-    let a = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
-    let b = run_seed(RunRequest { scenario, seed, bug, keep_trace: false });
-    (a.trace_hash, b.trace_hash)
+pub fn check_determinism(request: RunRequest) -> (u64, u64) {
+    (run_seed(request).trace_hash, run_seed(request).trace_hash)
 }

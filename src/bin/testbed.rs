@@ -47,6 +47,9 @@ enum Command {
         /// Worker threads (default: the number of cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// CockroachDB nodes in the simulated cluster.
+        #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
+        crdb_nodes: usize,
     },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
@@ -60,9 +63,20 @@ enum Command {
         /// Where to write the history (JSON Lines).
         #[arg(long, default_value = "history.jsonl")]
         history: std::path::PathBuf,
+        /// CockroachDB nodes in the simulated cluster.
+        #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
+        crdb_nodes: usize,
     },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
+}
+
+#[cfg(madsim)]
+fn crdb_nodes(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n @ (3 | 5)) => Ok(n),
+        _ => Err("the cluster has 3 or 5 nodes".into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -77,11 +91,13 @@ fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::List => list(),
         #[cfg(madsim)]
-        Command::Sweep { scenario, seeds, from, bug, jobs } => {
-            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs)
+        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes } => {
+            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs, crdb_nodes)
         }
         #[cfg(madsim)]
-        Command::Repro { scenario, seed, bug, history } => sim::repro_cmd(&scenario, seed, bug.as_deref(), &history),
+        Command::Repro { scenario, seed, bug, history, crdb_nodes } => {
+            sim::repro_cmd(&scenario, seed, bug.as_deref(), &history, crdb_nodes)
+        }
     })
 }
 
@@ -149,7 +165,7 @@ mod sim {
         println!("  reproduce: {}", outcome.repro_command());
     }
 
-    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, jobs: Option<usize>) -> u8 {
+    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, jobs: Option<usize>, crdb: usize) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
@@ -160,7 +176,8 @@ mod sim {
         }
         let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let started = std::time::Instant::now();
-        let outcomes = run::sweep(scenario, from..from + seeds, bug, jobs, &|outcome| {
+        let template = RunRequest { crdb_nodes: crdb, ..RunRequest::new(scenario, from, bug) };
+        let outcomes = run::sweep(template, from..from + seeds, jobs, &|outcome| {
             if !outcome.passed() {
                 print_failure(outcome);
                 let _ = std::io::stdout().flush();
@@ -173,12 +190,13 @@ mod sim {
         if failures == 0 { EXIT_OK } else { EXIT_VIOLATION }
     }
 
-    pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path) -> u8 {
+    pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path, crdb: usize) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
         };
-        let outcome = run::run_seed(RunRequest { scenario, seed, bug, keep_trace: true });
+        let outcome =
+            run::run_seed(RunRequest { keep_trace: true, crdb_nodes: crdb, ..RunRequest::new(scenario, seed, bug) });
         for line in &outcome.trace {
             println!("{line}");
         }

@@ -86,19 +86,21 @@ pub struct CommandHandler<S> {
     hooks: BugHooks,
 }
 
+/// A balance lookup in the read model, for the planted bug `withdraw-from-read-model`.
+#[cfg(madsim)]
+pub type BalanceLookup =
+    std::sync::Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<rust_decimal::Decimal>> + Send + Sync>;
+/// A direct publish to the bus, for the planted bug `publish-without-outbox`.
+#[cfg(madsim)]
+pub type DirectPublish =
+    std::sync::Arc<dyn Fn(Vec<RecordedEvent>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// What the planted bugs of the command side need from outside it (simulation build only).
 #[cfg(madsim)]
 #[derive(Clone, Default)]
 pub struct BugHooks {
-    /// The read model's balance of an account (`withdraw-from-read-model`).
-    pub read_model_balance: Option<
-        std::sync::Arc<
-            dyn Fn(String) -> futures::future::BoxFuture<'static, Option<rust_decimal::Decimal>> + Send + Sync,
-        >,
-    >,
-    /// Publishes events straight to the bus after commit (`publish-without-outbox`).
-    pub publish:
-        Option<std::sync::Arc<dyn Fn(Vec<RecordedEvent>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>>,
+    pub read_model_balance: Option<BalanceLookup>,
+    pub publish: Option<DirectPublish>,
 }
 
 impl<S: EventStore> CommandHandler<S> {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::history::{History, HistoryError, HistoryEvent};
+use crate::history::{EventKind, History, HistoryError, HistoryEvent};
 use crate::model::{Model, Partition};
 use crate::models::bank::bank_partitions;
 use crate::models::kv::kv_partitions;
@@ -97,7 +97,8 @@ impl fmt::Display for WitnessOp {
                 if let Some(error) = &done.error {
                     write!(f, " error={error}")?;
                 }
-                write!(f, " [invoke t={}, return t={}]", invoke.time, done.time)
+                let answered = if done.kind == EventKind::Info { "info" } else { "return" };
+                write!(f, " [invoke t={}, {answered} t={}]", invoke.time, done.time)
             }
         }
     }
@@ -123,20 +124,22 @@ pub struct Witness {
 }
 
 impl fmt::Display for Witness {
+    /// Several lines: the prefix, then the pending operations (`*` marks the blocking one).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{}: after {} operations ({}), none of these can take effect:",
+            "{}: the longest linearizable prefix has {} operations and leaves {}",
             self.partition, self.linearized, self.state
         )?;
         if let Some(last) = &self.last {
-            writeln!(f, "  last linearized: {last}")?;
+            writeln!(f, "  last in the prefix: {last}")?;
         }
+        write!(f, "  pending there, none can take effect next (* returned first):")?;
         for (index, op) in self.pending.iter().enumerate() {
             let mark = if index == self.blocking { "*" } else { "-" };
-            writeln!(f, "  {mark} {op}")?;
+            write!(f, "\n  {mark} {op}")?;
         }
-        write!(f, "  (* returned before any order could place it)")
+        Ok(())
     }
 }
 

@@ -149,16 +149,27 @@ pub(crate) fn search<M: Model>(
 ) -> SearchResult<M::State> {
     let mut entries = Entries::new(operations);
     let twin = twins(operations);
-    let keys = zobrist_keys(operations.len());
-    let words = operations.len().div_ceil(64).max(1);
-    let mut bits = vec![0u64; words];
+    // Operations with a return and operations with an unknown outcome are numbered apart:
+    // the memo treats their sets differently.
+    let mut rank = vec![0usize; operations.len()];
+    let (mut returning, mut unknown_count) = (0, 0);
+    for (op, operation) in operations.iter().enumerate() {
+        let counter = if operation.output.is_some() { &mut returning } else { &mut unknown_count };
+        rank[op] = *counter;
+        *counter += 1;
+    }
+    let keys = zobrist_keys(returning);
+    let mut bits = vec![0u64; returning.div_ceil(64).max(1)];
+    let mut unknown_bits = vec![0u64; unknown_count.div_ceil(64)];
     let mut bits_hash: u64 = 0;
-    let mut memo: Memo<M::State> = Memo::new(words);
+    let mut memo: Memo<M::State> = Memo::new(bits.len(), unknown_bits.len());
+    let is_set = |set: &[u64], r: usize| set[r >> 6] >> (r & 63) & 1 == 1;
+    let flip = |set: &mut [u64], r: usize| set[r >> 6] ^= 1 << (r & 63);
 
     let returns_total = operations.iter().filter(|o| o.output.is_some()).count();
     let mut returns_left = returns_total;
     let mut state = model.init();
-    let mut stack: Vec<(u32, M::State)> = Vec::new();
+    let mut stack: Vec<(u32, M::State, u32)> = Vec::new();
     let mut deepest: Option<Deepest<M::State>> = None;
     let mut deepest_returns = 0usize;
     let mut steps = *steps_left;
@@ -179,7 +190,7 @@ pub(crate) fn search<M: Model>(
         if code & 1 == 0 {
             let operation = &operations[op];
             let unknown = operation.output.is_none();
-            let twin_pending = twin[op] != NONE && bits[twin[op] as usize >> 6] >> (twin[op] & 63) & 1 == 0;
+            let twin_pending = twin[op] != NONE && !is_set(&unknown_bits, rank[twin[op] as usize]);
             if twin_pending {
                 entry = entries.next[entry as usize];
                 continue;
@@ -193,19 +204,28 @@ pub(crate) fn search<M: Model>(
                 entry = entries.next[entry as usize];
                 continue;
             }
-            bits[op >> 6] |= 1 << (op & 63);
-            bits_hash ^= keys[op];
-            if memo.insert(bits_hash ^ fx_hash(&next_state), &bits, &next_state) {
+            let r = rank[op];
+            if unknown {
+                flip(&mut unknown_bits, r);
+            } else {
+                flip(&mut bits, r);
+                bits_hash ^= keys[r];
+            }
+            if let Some(set) = memo.insert(bits_hash ^ fx_hash(&next_state), &bits, &next_state, &unknown_bits) {
                 let previous = std::mem::replace(&mut state, next_state);
-                stack.push((entry, previous));
+                stack.push((entry, previous, set));
                 entries.lift(entry);
                 if !unknown {
                     returns_left -= 1;
                 }
                 entry = entries.next[HEAD as usize];
             } else {
-                bits[op >> 6] &= !(1 << (op & 63));
-                bits_hash ^= keys[op];
+                if unknown {
+                    flip(&mut unknown_bits, r);
+                } else {
+                    flip(&mut bits, r);
+                    bits_hash ^= keys[r];
+                }
                 entry = entries.next[entry as usize];
             }
         } else {
@@ -214,22 +234,25 @@ pub(crate) fn search<M: Model>(
             if deepest.is_none() || reached > deepest_returns {
                 deepest_returns = reached;
                 deepest = Some(Deepest {
-                    linearized: stack.iter().map(|&(n, _)| (entries.code[n as usize] >> 1) as usize).collect(),
+                    linearized: stack.iter().map(|&(n, _, _)| (entries.code[n as usize] >> 1) as usize).collect(),
                     state: state.clone(),
                     pending: pending_before(&entries, entry),
                     blocking: op,
                 });
             }
-            let Some((call, previous)) = stack.pop() else {
+            let Some((call, previous, set)) = stack.pop() else {
                 break SearchResult::Illegal(deepest.take().expect("recorded just above"));
             };
             state = previous;
+            memo.finish(set);
             let lifted = (entries.code[call as usize] >> 1) as usize;
-            bits[lifted >> 6] &= !(1 << (lifted & 63));
-            bits_hash ^= keys[lifted];
             entries.unlift(call);
             if entries.matching[call as usize] != NONE {
+                flip(&mut bits, rank[lifted]);
+                bits_hash ^= keys[rank[lifted]];
                 returns_left += 1;
+            } else {
+                flip(&mut unknown_bits, rank[lifted]);
             }
             entry = entries.next[call as usize];
         }

@@ -170,7 +170,7 @@ fn dec(s: &str) -> Decimal {
 }
 
 /// Runs one scenario to its end state and checks every invariant.
-pub async fn run(scenario: LedgerScenario, seed: u64) -> LedgerRun {
+pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> LedgerRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rates = match scenario {
         LedgerScenario::Chaos => CrdbFaultRates {
@@ -183,7 +183,7 @@ pub async fn run(scenario: LedgerScenario, seed: u64) -> LedgerRun {
         LedgerScenario::CrdbOneDown | LedgerScenario::CrdbTwoDown => 1,
         _ => 2,
     };
-    let world = LedgerWorld::build(&Handle::current(), WorldConfig { crdb_nodes: 3, api_nodes, crdb_rates: rates });
+    let world = LedgerWorld::build(&Handle::current(), WorldConfig { crdb_nodes, api_nodes, crdb_rates: rates });
     let targets = Targets { nodes: world.nodes.iter().map(|(n, id)| (n.clone(), *id)).collect() };
     let mut ctx = Ctx {
         seed,

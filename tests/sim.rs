@@ -1,0 +1,192 @@
+//! The simulation tests, all in one binary (`cargo sim`): every scenario swept over its default
+//! seeds, every scenario's determinism, the pinned seeds of `seeds/`, and every planted bug
+//! found within 100 seeds.
+//!
+//! `MADSIM_TEST_SEED` (first seed) and `MADSIM_TEST_NUM` (number of seeds) keep their madsim
+//! meaning for the sweeps.
+
+#![cfg(madsim)]
+
+use std::path::Path;
+
+use services::bugs::Bug;
+use sim::ledger::scenario::LedgerScenario;
+use sim::run::{self, RunOutcome, RunRequest};
+
+/// Seeds a bug sweep may take before the bug counts as not found.
+const BUG_SEEDS_MAX: u64 = 100;
+
+fn jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")))
+}
+
+fn describe(failures: &[&RunOutcome]) -> String {
+    failures
+        .iter()
+        .map(|o| {
+            let first = &o.violations[0];
+            format!("seed {}: {}: {}\n  reproduce: {}", o.seed, first.invariant, first.message, o.repro_command())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Goal: the correct build passes every seed of a scenario.
+/// Method: sweep the default seeds (or MADSIM_TEST_SEED / MADSIM_TEST_NUM) over all cores.
+fn sweep_clean(scenario: LedgerScenario) {
+    let from = env_u64("MADSIM_TEST_SEED").unwrap_or(0);
+    let count = env_u64("MADSIM_TEST_NUM").unwrap_or(scenario.default_seeds());
+    let outcomes = run::sweep(RunRequest::new(scenario, 0, None), from..from + count, jobs(), &|_| {});
+    assert_eq!(outcomes.len() as u64, count);
+    let failures: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed in {}:\n{}",
+        failures.len(),
+        scenario.name(),
+        describe(&failures)
+    );
+}
+
+/// Goal: same seed, same run. Method: one seed twice, trace hashes compared.
+fn deterministic(scenario: LedgerScenario) {
+    let seed = env_u64("MADSIM_TEST_SEED").unwrap_or(7);
+    let (a, b) = run::check_determinism(RunRequest::new(scenario, seed, None));
+    assert_eq!(a, b, "{} seed {seed} gave two different traces", scenario.name());
+    // The hash is a fingerprint of the run: another seed gives another one.
+    let other = run::run_seed(RunRequest::new(scenario, seed + 1, None)).trace_hash;
+    assert_ne!(a, other, "{}: seeds {seed} and {} hashed alike", scenario.name(), seed + 1);
+}
+
+macro_rules! scenario_tests {
+    ($($sweep:ident, $determinism:ident => $scenario:expr;)*) => {
+        $(
+            #[test]
+            fn $sweep() {
+                sweep_clean($scenario);
+            }
+
+            #[test]
+            fn $determinism() {
+                deterministic($scenario);
+            }
+        )*
+
+        /// Every scenario has its pair of tests.
+        #[test]
+        fn every_scenario_is_tested() {
+            let tested = [$($scenario),*];
+            for scenario in LedgerScenario::ALL {
+                assert!(tested.contains(&scenario), "{} has no tests", scenario.name());
+            }
+        }
+    };
+}
+
+scenario_tests! {
+    sweep_ledger_chaos, determinism_ledger_chaos => LedgerScenario::Chaos;
+    sweep_crdb_one_down, determinism_crdb_one_down => LedgerScenario::CrdbOneDown;
+    sweep_crdb_two_down, determinism_crdb_two_down => LedgerScenario::CrdbTwoDown;
+    sweep_nats_down, determinism_nats_down => LedgerScenario::NatsDown;
+    sweep_processor_crash, determinism_processor_crash => LedgerScenario::ProcessorCrash;
+    sweep_read_model_rebuild, determinism_read_model_rebuild => LedgerScenario::Rebuild;
+    sweep_partition_minority_gateway, determinism_partition_minority_gateway => LedgerScenario::PartitionMinorityGateway;
+    sweep_concurrent_withdrawals, determinism_concurrent_withdrawals => LedgerScenario::ConcurrentWithdrawals;
+    sweep_double_spend, determinism_double_spend => LedgerScenario::DoubleSpend;
+    sweep_schema_evolution, determinism_schema_evolution => LedgerScenario::SchemaEvolution;
+}
+
+/// One line of a `seeds/*.tsv` file.
+struct Pinned {
+    file: String,
+    scenario: LedgerScenario,
+    seed: u64,
+    bug: Option<Bug>,
+    expect: String,
+}
+
+fn pinned() -> Vec<Pinned> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("seeds/ exists").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "tsv")) {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let scenario = LedgerScenario::from_name(&name).unwrap_or_else(|| panic!("{name}.tsv names no scenario"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert!(cols.len() >= 3, "{name}.tsv: bad line {line:?}");
+            let bug = match cols[1] {
+                "none" => None,
+                b => Some(b.parse::<Bug>().unwrap_or_else(|e| panic!("{name}.tsv: {e}"))),
+            };
+            let expect = cols[2].to_string();
+            assert!(
+                expect == "pass" || sim::ledger::invariants::INVARIANTS.contains(&expect.as_str()),
+                "{name}.tsv: unknown expectation {expect}"
+            );
+            out.push(Pinned { file: name.clone(), scenario, seed: cols[0].parse().expect("seed"), bug, expect });
+        }
+    }
+    out
+}
+
+/// Goal: every seed that ever exposed a bug still does, with the same invariant, and the
+/// correct build passes it.
+#[test]
+fn pinned_seeds() {
+    let pins = pinned();
+    assert!(!pins.is_empty());
+    for pin in &pins {
+        let outcome = run::run_seed(RunRequest::new(pin.scenario, pin.seed, pin.bug));
+        if pin.expect == "pass" {
+            assert!(outcome.passed(), "{}: seed {} should pass: {:?}", pin.file, pin.seed, outcome.violations);
+        } else {
+            assert!(
+                outcome.violations.iter().any(|v| v.invariant == pin.expect),
+                "{}: seed {} with {:?} should break {}, got {:?}",
+                pin.file,
+                pin.seed,
+                pin.bug,
+                pin.expect,
+                outcome.violations
+            );
+        }
+        if pin.bug.is_some() {
+            let correct = run::run_seed(RunRequest::new(pin.scenario, pin.seed, None));
+            assert!(correct.passed(), "{}: seed {} fails without a bug: {:?}", pin.file, pin.seed, correct.violations);
+        }
+    }
+}
+
+/// Goal: the five-node cluster option works: the chaos scenario passes on it too.
+#[test]
+fn five_node_cluster_chaos() {
+    let template = RunRequest { crdb_nodes: 5, ..RunRequest::new(LedgerScenario::Chaos, 0, None) };
+    let outcomes = run::sweep(template, 0..4, jobs(), &|_| {});
+    let failures: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
+    assert!(failures.is_empty(), "{}", describe(&failures));
+}
+
+/// Goal: each planted bug is found by a sweep of at most 100 seeds of its scenario, and a seed
+/// that finds it is pinned in `seeds/`.
+#[test]
+fn every_planted_bug_is_found_and_pinned() {
+    let pins = pinned();
+    for bug in Bug::ALL {
+        let scenario = LedgerScenario::exposing(bug);
+        let found =
+            (0..BUG_SEEDS_MAX).find(|seed| !run::run_seed(RunRequest::new(scenario, *seed, Some(bug))).passed());
+        assert!(found.is_some(), "{bug} not found in {BUG_SEEDS_MAX} seeds of {}", scenario.name());
+        assert!(
+            pins.iter().any(|p| p.bug == Some(bug) && p.scenario == scenario && p.expect != "pass"),
+            "{bug}: no seed pinned in seeds/{}.tsv",
+            scenario.name()
+        );
+    }
+}
