@@ -309,3 +309,21 @@ async fn read_your_writes_with_min_position() {
     }
     t.cleanup().await;
 }
+
+/// Goal: the real adapters keep the ports' contracts, with the very bodies the in-memory and
+/// simulated adapters are held to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_adapters_keep_the_contracts() {
+    use services::adapters::pg::{PgEventStore, PgReadModel, lazy_pool};
+    use services::ledger::contract;
+    let config = test_config("nats://127.0.0.1:4222");
+    services::app::prepare(&config).await.unwrap();
+    let store = PgEventStore::new(lazy_pool(&config.ledger_database_url, 4).unwrap());
+    let read = PgReadModel::new(lazy_pool(&config.read_database_url, 4).unwrap());
+    contract::event_store(&store, "pg", 1 << 64).await.unwrap();
+    contract::read_model(&read, &store, "pg", 2 << 64).await.unwrap();
+    store.pool().close().await;
+    read.pool().close().await;
+    support::drop_database(&config.ledger_database_url).await;
+    support::drop_database(&config.read_database_url).await;
+}

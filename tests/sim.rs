@@ -190,3 +190,39 @@ fn every_planted_bug_is_found_and_pinned() {
         );
     }
 }
+
+/// Goal: the simulated CockroachDB and PostgreSQL keep the ports' contracts, with the very
+/// bodies the in-memory and real adapters are held to.
+#[test]
+fn simulated_adapters_keep_the_contracts() {
+    use sim::ledger::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
+    use sim::ledger::readdb::{self, SimReadModel};
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
+    let result = runtime.block_on(async {
+        let handle = madsim::runtime::Handle::current();
+        let cluster = CrdbCluster::new(3, CrdbFaultRates { retry_on_contention: 0.0, ambiguous_commit: 0.0 });
+        for index in 0..3 {
+            let cluster = cluster.clone();
+            handle
+                .create_node()
+                .ip(crdb::crdb_addr(index).ip())
+                .init(move || crdb::serve_node(index, cluster.clone()))
+                .build();
+        }
+        let state = readdb::ReadDbState::default();
+        handle.create_node().ip(readdb::READ_DB_ADDR.ip()).init(move || readdb::serve(state.clone())).build();
+        let client = handle.create_node().ip([10, 0, 9, 1].into()).build();
+        client
+            .spawn(async {
+                madsim::time::sleep(std::time::Duration::from_millis(100)).await;
+                let gateways = (0..3).map(crdb::crdb_addr).collect();
+                let store = SimEventStore::connect(gateways).await;
+                services::ledger::contract::event_store(&store, "sim", 1 << 64).await?;
+                let read = SimReadModel::connect().await;
+                services::ledger::contract::read_model(&read, &store, "sim", 2 << 64).await
+            })
+            .await
+            .unwrap()
+    });
+    result.unwrap();
+}

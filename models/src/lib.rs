@@ -5,5 +5,6 @@
 
 pub mod ledger;
 pub mod money;
+pub mod orders;
 
 pub use money::{Currency, Money, MoneyError};

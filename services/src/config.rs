@@ -64,3 +64,47 @@ impl LedgerConfig {
         })
     }
 }
+
+/// The order system's settings. Every field has an environment variable and a local default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrdersConfig {
+    /// `ORDERS_DATABASE_URL`.
+    pub database_url: String,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `KAFKA_BROKERS`.
+    pub kafka_brokers: String,
+    /// `ORDERS_API_ADDR`.
+    pub api_addr: SocketAddr,
+    /// `WAITING_ROOM_ADDR`.
+    pub waiting_room_addr: SocketAddr,
+    /// `WAITING_ROOM_URL`: where `/order` redirects (default `http://WAITING_ROOM_ADDR`).
+    pub waiting_room_url: String,
+    /// `ORDERS_POOL_MAX`.
+    pub pool_max: u32,
+    /// `ORDERS_IN_FLIGHT_MAX`: orders in flight before the waiting room.
+    pub in_flight_max: usize,
+    /// `ORDERS_RATE_LIMIT`: orders per user per second.
+    pub rate_limit: u32,
+}
+
+impl OrdersConfig {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable that does not parse.
+    pub fn from_env() -> Result<OrdersConfig, ConfigError> {
+        let waiting_room_addr: SocketAddr = parsed("WAITING_ROOM_ADDR", "127.0.0.1:3001")?;
+        Ok(OrdersConfig {
+            database_url: var("ORDERS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orders"),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+            kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+            api_addr: parsed("ORDERS_API_ADDR", "127.0.0.1:3000")?,
+            waiting_room_addr,
+            waiting_room_url: var("WAITING_ROOM_URL", &format!("http://{waiting_room_addr}")),
+            pool_max: parsed("ORDERS_POOL_MAX", "16")?,
+            in_flight_max: parsed("ORDERS_IN_FLIGHT_MAX", &crate::orders::api::ORDERS_IN_FLIGHT_MAX.to_string())?,
+            rate_limit: parsed("ORDERS_RATE_LIMIT", &crate::orders::api::USER_ORDERS_PER_WINDOW_MAX.to_string())?,
+        })
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod bugs;
 pub mod ledger;
+pub mod orders;
 pub mod ports;
 
 #[cfg(not(madsim))]
@@ -17,3 +18,5 @@ pub mod app;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod http;
+#[cfg(not(madsim))]
+pub mod orders_app;

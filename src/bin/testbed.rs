@@ -50,6 +50,9 @@ enum Command {
         /// CockroachDB nodes in the simulated cluster.
         #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
         crdb_nodes: usize,
+        /// Where the histories of failing seeds are written (only failing seeds keep theirs).
+        #[arg(long, default_value = "target/testbed/failures")]
+        out: std::path::PathBuf,
     },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
@@ -91,8 +94,8 @@ fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::List => list(),
         #[cfg(madsim)]
-        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes } => {
-            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs, crdb_nodes)
+        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out } => {
+            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs, crdb_nodes, &out)
         }
         #[cfg(madsim)]
         Command::Repro { scenario, seed, bug, history, crdb_nodes } => {
@@ -165,7 +168,15 @@ mod sim {
         println!("  reproduce: {}", outcome.repro_command());
     }
 
-    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, jobs: Option<usize>, crdb: usize) -> u8 {
+    pub fn sweep_cmd(
+        scenario: &str,
+        seeds: u64,
+        from: u64,
+        bug: Option<&str>,
+        jobs: Option<usize>,
+        crdb: usize,
+        out: &Path,
+    ) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
@@ -180,6 +191,14 @@ mod sim {
         let outcomes = run::sweep(template, from..from + seeds, jobs, &|outcome| {
             if !outcome.passed() {
                 print_failure(outcome);
+                let bug = outcome.bug.as_ref().map(|b| format!("-{b}")).unwrap_or_default();
+                let path = out.join(format!("{}-seed{}{bug}.history.jsonl", outcome.scenario, outcome.seed));
+                let written =
+                    std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, to_jsonl(&outcome.history)));
+                match written {
+                    Ok(()) => println!("  history: {}", path.display()),
+                    Err(e) => eprintln!("  cannot write {}: {e}", path.display()),
+                }
                 let _ = std::io::stdout().flush();
             }
         });

@@ -1,5 +1,9 @@
-//! Real adapters (real build only): sqlx for the event store and read model, async-nats for
-//! JetStream. The simulator never compiles them.
+//! Real adapters (real build only): sqlx for the event store, read model and order store;
+//! async-nats for JetStream; redis for the stock cache; rdkafka for the order queue. The
+//! simulator never compiles them.
 
+pub mod kafka;
 pub mod nats;
 pub mod pg;
+pub mod pg_orders;
+pub mod redis;

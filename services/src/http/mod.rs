@@ -3,3 +3,4 @@
 
 pub mod health;
 pub mod ledger;
+pub mod orders;

@@ -262,3 +262,19 @@ impl ReadModel for MemReadModel {
 
 /// Events read per page while rebuilding.
 pub const REBUILD_PAGE_MAX: usize = 1000;
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::ledger::contract;
+
+    /// Goal: the in-memory adapters keep the ports' contracts (the same bodies run against the
+    /// simulated and the real adapters elsewhere).
+    #[tokio::test]
+    async fn mem_adapters_keep_the_contracts() {
+        let store = MemEventStore::new();
+        contract::event_store(&store, "mem", 1 << 64).await.unwrap();
+        let read = MemReadModel::new();
+        contract::read_model(&read, &store, "mem", 2 << 64).await.unwrap();
+    }
+}

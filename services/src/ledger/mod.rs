@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod command;
+pub mod contract;
 pub mod mem;
 pub mod processor;
 pub mod relay;

@@ -5,3 +5,4 @@
 //! `Send` so the same service code runs on tokio, on madsim and behind axum.
 
 pub mod ledger;
+pub mod orders;

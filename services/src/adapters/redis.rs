@@ -1,0 +1,212 @@
+//! Redis adapter of the stock cache: one Lua script (reserve and release), loaded once and
+//! called with EVALSHA; rate limits and admission tokens with plain commands.
+//!
+//! The connection is created on first use and re-created after a failure, so the API starts
+//! while Redis is down; every call has a timeout. Keys: `product:{id}:stock` (spec 004),
+//! `idem:{key}` (the key's first answer), `rl:{user}` (rate window), `admit:{token}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+
+use crate::ports::orders::{CacheError, Reservation, StockCache};
+
+/// Longest wait for one Redis call.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an idempotency key's answer is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The one script: `reserve` checks the key and takes one item if any is left; `release`
+/// gives back the item of a key that reserved one and forgets the key.
+pub const STOCK_SCRIPT: &str = r#"
+local stock_key, idem_key = KEYS[1], KEYS[2]
+local op, ttl = ARGV[1], tonumber(ARGV[2])
+if op == 'reserve' then
+  local seen = redis.call('GET', idem_key)
+  if seen then return 'repeat:' .. seen end
+  local stock = redis.call('GET', stock_key)
+  if not stock then return 'nosale' end
+  if tonumber(stock) > 0 then
+    redis.call('DECR', stock_key)
+    redis.call('SET', idem_key, 'reserved', 'EX', ttl)
+    return 'reserved'
+  end
+  redis.call('SET', idem_key, 'soldout', 'EX', ttl)
+  return 'soldout'
+elseif op == 'release' then
+  if redis.call('GET', idem_key) == 'reserved' then
+    redis.call('DEL', idem_key)
+    if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
+    return 'released'
+  end
+  return 'none'
+end
+return redis.error_reply('unknown op ' .. tostring(op))
+"#;
+
+pub fn stock_key(product_id: &str) -> String {
+    format!("product:{product_id}:stock")
+}
+
+/// The stock cache on Redis.
+#[derive(Clone)]
+pub struct RedisStockCache {
+    client: redis::Client,
+    connection: Arc<Mutex<Option<ConnectionManager>>>,
+    script: redis::Script,
+}
+
+fn cache_error(e: redis::RedisError) -> CacheError {
+    if e.code() == Some("OOM") {
+        CacheError::OutOfMemory(e.to_string())
+    } else {
+        CacheError::Unavailable(e.to_string())
+    }
+}
+
+impl RedisStockCache {
+    /// # Errors
+    /// [`CacheError::Unavailable`] when the url does not parse; connecting happens on use.
+    pub fn new(url: &str) -> Result<RedisStockCache, CacheError> {
+        let client = redis::Client::open(url).map_err(cache_error)?;
+        Ok(RedisStockCache { client, connection: Arc::default(), script: redis::Script::new(STOCK_SCRIPT) })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, CacheError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let connection =
+            tokio::time::timeout(REDIS_TIMEOUT * 2, self.client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| CacheError::Unavailable("connect timed out".into()))?
+                .map_err(cache_error)?;
+        // Load the script once; EVALSHA calls it from then on (and reloads it after a restart).
+        let mut loading = connection.clone();
+        let _: Result<String, _> = self.script.prepare_invoke().load_async(&mut loading).await;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match tokio::time::timeout(REDIS_TIMEOUT, call(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.connection.lock().await = None;
+                }
+                Err(cache_error(e))
+            }
+            Err(_) => Err(CacheError::Unavailable("redis call timed out".into())),
+        }
+    }
+
+    /// PING, for `/health`.
+    ///
+    /// # Errors
+    /// [`CacheError`] when Redis does not answer.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())
+    }
+
+    /// Deletes every key of the order system (tests and a fresh sale).
+    ///
+    /// # Errors
+    /// [`CacheError`] when Redis does not answer.
+    pub async fn flush_product(&self, product_id: &str) -> Result<(), CacheError> {
+        let key = stock_key(product_id);
+        self.run(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await }).await.map(|_| ())
+    }
+}
+
+impl StockCache for RedisStockCache {
+    async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
+        let key = stock_key(product_id);
+        self.run(|mut c| async move { redis::cmd("SET").arg(key).arg(quantity).query_async::<String>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+
+    async fn stock(&self, product_id: &str) -> Result<Option<i64>, CacheError> {
+        let key = stock_key(product_id);
+        self.run(|mut c| async move { redis::cmd("GET").arg(key).query_async::<Option<i64>>(&mut c).await }).await
+    }
+
+    async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
+        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
+        let script = self.script.clone();
+        let answer: String = self
+            .run(|mut c| async move {
+                script.key(stock).key(idem).arg("reserve").arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(match answer.as_str() {
+            "reserved" => Reservation::Reserved,
+            "soldout" => Reservation::SoldOut,
+            "nosale" => Reservation::NoSale,
+            "repeat:reserved" => Reservation::Repeat { reserved: true },
+            _ => Reservation::Repeat { reserved: false },
+        })
+    }
+
+    async fn release(&self, product_id: &str, key: &str) -> Result<bool, CacheError> {
+        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
+        let script = self.script.clone();
+        let answer: String = self
+            .run(|mut c| async move {
+                script.key(stock).key(idem).arg("release").arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(answer == "released")
+    }
+
+    async fn grant_admission(&self, token: &str, ttl: Duration) -> Result<(), CacheError> {
+        let key = format!("admit:{token}");
+        let ms = ttl.as_millis() as u64;
+        self.run(|mut c| async move {
+            redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms).query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn take_admission(&self, token: &str) -> Result<bool, CacheError> {
+        let key = format!("admit:{token}");
+        self.run(|mut c| async move { redis::cmd("GETDEL").arg(key).query_async::<Option<i64>>(&mut c).await })
+            .await
+            .map(|v| v.is_some())
+    }
+
+    async fn admit(&self, user_id: &str, limit: u32, window: Duration) -> Result<bool, CacheError> {
+        let key = format!("rl:{user_id}");
+        let ms = window.as_millis() as u64;
+        let (count,): (u32,) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("INCR")
+                    .arg(&key)
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ms)
+                    .arg("NX")
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(count <= limit)
+    }
+}

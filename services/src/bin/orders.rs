@@ -1,0 +1,111 @@
+//! `orders`: the Flux-Gate roles on real infrastructure. Configuration comes from the
+//! environment (see `services::config::OrdersConfig`), defaulting to the local services.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("the orders binary belongs to the real build: use `cargo run --bin orders`");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    real::main()
+}
+
+#[cfg(not(madsim))]
+mod real {
+    use std::process::ExitCode;
+
+    use clap::{Parser, Subcommand};
+    use services::config::OrdersConfig;
+    use services::orders_app::{self, Orders, OrdersError};
+    use tokio::net::TcpListener;
+
+    #[derive(Parser)]
+    #[command(name = "orders", version, about = "Flux-Gate: flash-sale order system roles")]
+    struct Cli {
+        /// Log as JSON lines.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        role: Role,
+    }
+
+    #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+    enum Role {
+        /// Order API on ORDERS_API_ADDR.
+        Api,
+        /// Inventory worker: the orders topic to PostgreSQL.
+        Worker,
+        /// Waiting room on WAITING_ROOM_ADDR.
+        WaitingRoom,
+        /// Compare Redis with PostgreSQL, report drift, re-initialise Redis where needed.
+        Reconcile,
+        /// Create the database and topic where missing and run the migrations.
+        Migrate,
+        /// Every role in one process (prepares the database and topic first).
+        All,
+    }
+
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        if cli.json {
+            tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        } else {
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+        }
+        let config = match OrdersConfig::from_env() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("orders: bad configuration: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+        match runtime.block_on(run(cli.role, config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "orders stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn run(role: Role, config: OrdersConfig) -> Result<(), OrdersError> {
+        if matches!(role, Role::Migrate | Role::All) {
+            orders_app::prepare(&config).await?;
+            tracing::info!("database, schema and topic ready");
+            if role == Role::Migrate {
+                return Ok(());
+            }
+        }
+        let orders = Orders::connect(config.clone())?;
+        match role {
+            Role::Migrate => unreachable!("handled above"),
+            Role::Reconcile => {
+                let report = orders.reconcile().await?;
+                println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+                Ok(())
+            }
+            Role::Api => orders.serve_api(TcpListener::bind(config.api_addr).await?).await,
+            Role::WaitingRoom => orders.serve_waiting_room(TcpListener::bind(config.waiting_room_addr).await?).await,
+            Role::Worker => {
+                orders.run_worker().await;
+                Ok(())
+            }
+            Role::All => {
+                let api = TcpListener::bind(config.api_addr).await?;
+                let room = TcpListener::bind(config.waiting_room_addr).await?;
+                tracing::info!(api = %config.api_addr, waiting_room = %config.waiting_room_addr, "orders: every role running");
+                tokio::select! {
+                    r = orders.clone().serve_api(api) => r,
+                    r = orders.clone().serve_waiting_room(room) => r,
+                    () = orders.clone().run_worker() => Ok(()),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            }
+        }
+    }
+}

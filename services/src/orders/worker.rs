@@ -1,0 +1,97 @@
+//! The inventory worker: a consumer-group member that persists each order (insert idempotent
+//! on the order id, stock decremented where stock > 0, in one transaction) and commits the
+//! offset only after that transaction. A crash at any point loses nothing (uncommitted messages
+//! come back) and duplicates nothing (the insert is idempotent).
+
+use std::time::Duration;
+
+use crate::ports::orders::{OrderConsumer, OrderStore, Persisted, QueueError, QueuedOrder};
+
+/// Messages polled per round.
+pub const WORKER_BATCH_MAX: usize = 500;
+/// Longest wait of a poll.
+pub const WORKER_POLL_WAIT: Duration = Duration::from_millis(200);
+/// Attempts to persist one order before the round gives up (its offset stays uncommitted).
+pub const PERSIST_ATTEMPTS_MAX: u32 = 5;
+/// Pause between two attempts, doubling up to [`PERSIST_BACKOFF_MAX`].
+pub const PERSIST_BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const PERSIST_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const _: () = assert!(PERSIST_BACKOFF_MIN.as_millis() < PERSIST_BACKOFF_MAX.as_millis());
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkStats {
+    pub inserted: u64,
+    pub duplicates: u64,
+    /// Orders PostgreSQL refused for lack of stock ("SOLD OUT in DB": the caches disagreed).
+    pub sold_out: u64,
+    pub no_sale: u64,
+}
+
+/// Why a round stopped: the consumer must resume from the last committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("order store unavailable after {PERSIST_ATTEMPTS_MAX} attempts: {0}")]
+    Store(String),
+}
+
+/// One round: poll, persist in order, commit what persisted.
+///
+/// # Errors
+/// [`WorkError`] when the queue or the store failed; what persisted before is committed.
+pub async fn work_once<C: OrderConsumer, S: OrderStore>(consumer: &mut C, store: &S) -> Result<WorkStats, WorkError> {
+    let batch = consumer.poll(WORKER_BATCH_MAX, WORKER_POLL_WAIT).await?;
+    let mut stats = WorkStats::default();
+    let mut done: Vec<QueuedOrder> = Vec::with_capacity(batch.len());
+    for message in batch {
+        match persist_with_retries(store, &message).await {
+            Ok(persisted) => {
+                match persisted {
+                    Persisted::Inserted => stats.inserted += 1,
+                    Persisted::Duplicate => stats.duplicates += 1,
+                    Persisted::SoldOut => {
+                        stats.sold_out += 1;
+                        tracing::error!(order_id = %message.order.order_id, product = %message.order.product_id,
+                            "SOLD OUT in DB: data inconsistency detected, order not persisted");
+                    }
+                    Persisted::NoSale => {
+                        stats.no_sale += 1;
+                        tracing::error!(order_id = %message.order.order_id, "order for a product without a sale");
+                    }
+                }
+                done.push(message);
+            }
+            Err(e) => {
+                if !done.is_empty() {
+                    consumer.commit(&done).await?;
+                }
+                return Err(e);
+            }
+        }
+    }
+    if !done.is_empty() {
+        consumer.commit(&done).await?;
+    }
+    Ok(stats)
+}
+
+async fn persist_with_retries<S: OrderStore>(store: &S, message: &QueuedOrder) -> Result<Persisted, WorkError> {
+    let mut pause = PERSIST_BACKOFF_MIN;
+    let mut last = String::new();
+    for attempt in 1..=PERSIST_ATTEMPTS_MAX {
+        match store.persist(&message.order).await {
+            Ok(persisted) => return Ok(persisted),
+            Err(e) => {
+                tracing::warn!(order_id = %message.order.order_id, attempt, error = %e, "persist failed");
+                last = e.to_string();
+            }
+        }
+        if attempt < PERSIST_ATTEMPTS_MAX {
+            madsim::time::sleep(pause).await;
+            pause = (pause * 2).min(PERSIST_BACKOFF_MAX);
+        }
+    }
+    Err(WorkError::Store(last))
+}

@@ -1,0 +1,177 @@
+//! Wiring of the order system's roles on real infrastructure (real build only): the `orders`
+//! binary and the tests start the very same roles through this module.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::net::TcpListener;
+
+use crate::adapters::kafka::{self, KafkaOrderConsumer, KafkaOrderProducer};
+use crate::adapters::pg::{self, SetupError};
+use crate::adapters::pg_orders::{self, PgOrderStore};
+use crate::adapters::redis::RedisStockCache;
+use crate::config::OrdersConfig;
+use crate::http::health::{DepHealth, Health};
+use crate::http::orders::{api_router, waiting_room_router};
+use crate::orders::api::OrderApi;
+use crate::orders::reconcile::{ReconcileReport, reconcile};
+use crate::orders::waiting_room::WaitingRoom;
+use crate::orders::worker::{self, WorkStats};
+use crate::ports::orders::{CacheError, QueueError};
+
+/// Pause of the worker after a failed round, before it rejoins the group from the last
+/// committed offset.
+pub const WORKER_RESTART_PAUSE: Duration = Duration::from_millis(500);
+
+/// Why the order system could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Reconcile(#[from] crate::orders::reconcile::ReconcileError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Creates the database where missing, runs the migrations and creates the topic.
+///
+/// # Errors
+/// [`OrdersError`] when PostgreSQL or the broker is unreachable.
+pub async fn prepare(config: &OrdersConfig) -> Result<(), OrdersError> {
+    pg::ensure_database(&config.database_url).await?;
+    pg_orders::migrate(&pg::lazy_pool(&config.database_url, 1)?).await?;
+    kafka::ensure_topic(&config.kafka_brokers).await?;
+    Ok(())
+}
+
+/// The adapters of one order-system process.
+#[derive(Clone)]
+pub struct Orders {
+    pub config: OrdersConfig,
+    pub cache: RedisStockCache,
+    pub producer: KafkaOrderProducer,
+    pub store: PgOrderStore,
+}
+
+impl Orders {
+    /// # Errors
+    /// [`OrdersError`] when a url or the broker configuration is refused.
+    pub fn connect(config: OrdersConfig) -> Result<Orders, OrdersError> {
+        let cache = RedisStockCache::new(&config.redis_url)?;
+        let producer = KafkaOrderProducer::new(&config.kafka_brokers)?;
+        let store = PgOrderStore::new(pg::lazy_pool(&config.database_url, config.pool_max)?);
+        Ok(Orders { config, cache, producer, store })
+    }
+
+    /// Redis, the broker and PostgreSQL: each critical for `/order`.
+    pub fn health(&self) -> Health {
+        let (cache, producer, store) = (self.cache.clone(), self.producer.clone(), self.store.clone());
+        Health::new()
+            .probe("redis", true, move || {
+                let cache = cache.clone();
+                async move { cache.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }
+                    .boxed()
+            })
+            .probe("kafka", true, move || {
+                let producer = producer.clone();
+                async move { if producer.reachable().await { DepHealth::up() } else { DepHealth::down("no metadata") } }
+                    .boxed()
+            })
+            .probe("postgres", false, move || {
+                let store = store.clone();
+                async move { store.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }
+                    .boxed()
+            })
+    }
+
+    pub fn api(&self) -> Arc<OrderApi<RedisStockCache, KafkaOrderProducer, PgOrderStore>> {
+        let mut api = OrderApi::new(
+            self.cache.clone(),
+            self.producer.clone(),
+            self.store.clone(),
+            self.config.waiting_room_url.clone(),
+        );
+        api.in_flight_max = self.config.in_flight_max;
+        api.rate_limit = self.config.rate_limit;
+        Arc::new(api)
+    }
+
+    /// Serves the order API until the task is dropped.
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve_api(self, listener: TcpListener) -> Result<(), OrdersError> {
+        axum::serve(listener, api_router(self.api(), self.health())).await?;
+        Ok(())
+    }
+
+    /// Serves the waiting room until the task is dropped.
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve_waiting_room(self, listener: TcpListener) -> Result<(), OrdersError> {
+        let cache = self.cache.clone();
+        let health = Health::new().probe("redis", true, move || {
+            let cache = cache.clone();
+            async move { cache.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }
+                .boxed()
+        });
+        axum::serve(listener, waiting_room_router(WaitingRoom::default(), self.cache.clone(), health)).await?;
+        Ok(())
+    }
+
+    /// Runs the inventory worker forever: rounds of poll, persist, commit; after a failed round
+    /// it leaves the group and rejoins from the last committed offset.
+    pub async fn run_worker(self) {
+        loop {
+            let mut consumer = match KafkaOrderConsumer::new(&self.config.kafka_brokers, kafka::CONSUMER_GROUP) {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker cannot join the group");
+                    tokio::time::sleep(WORKER_RESTART_PAUSE).await;
+                    continue;
+                }
+            };
+            let mut total = WorkStats::default();
+            loop {
+                match worker::work_once(&mut consumer, &self.store).await {
+                    Ok(stats) => {
+                        total.inserted += stats.inserted;
+                        total.duplicates += stats.duplicates;
+                        if stats.inserted + stats.duplicates > 0 {
+                            tracing::debug!(
+                                inserted = total.inserted,
+                                duplicates = total.duplicates,
+                                "worker progress"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker round failed: rejoining from the committed offset");
+                        break;
+                    }
+                }
+            }
+            drop(consumer);
+            tokio::time::sleep(WORKER_RESTART_PAUSE).await;
+        }
+    }
+
+    /// Compares Redis with PostgreSQL and re-initialises Redis where it lost the sale or offers
+    /// more than PostgreSQL has. The worker's lag bounds the orders in flight.
+    ///
+    /// # Errors
+    /// [`OrdersError`] when a dependency is down.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, OrdersError> {
+        let consumer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP)?;
+        let lag = consumer.lag().await?;
+        drop(consumer);
+        Ok(reconcile(&self.cache, &self.store, lag).await?)
+    }
+}

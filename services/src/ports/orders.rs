@@ -1,0 +1,150 @@
+//! The order system's ports: stock cache (Redis), order queue with consumer groups (Kafka) and
+//! order store (PostgreSQL).
+
+use std::future::Future;
+use std::time::Duration;
+
+use models::orders::Order;
+use serde::{Deserialize, Serialize};
+
+/// What a reservation in the stock cache answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reservation {
+    /// One item reserved for this key: queue the order.
+    Reserved,
+    /// No stock left; remembered under the key, so a retry answers the same.
+    SoldOut,
+    /// The key was seen before: its first answer (true: it was reserved).
+    Repeat { reserved: bool },
+    /// The product has no sale in the cache (never initialised, or Redis lost it).
+    NoSale,
+}
+
+/// Stock cache errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CacheError {
+    /// Not reachable, or too slow: answer 503; nothing was changed, or the change is unknown
+    /// (callers treat both as "maybe" and compensate or reconcile).
+    #[error("stock cache unavailable: {0}")]
+    Unavailable(String),
+    /// Redis refuses writes (maxmemory reached): answer 503.
+    #[error("stock cache out of memory: {0}")]
+    OutOfMemory(String),
+}
+
+/// The fast path: stock, idempotency keys and rate limits, each operation atomic.
+pub trait StockCache: Send + Sync + 'static {
+    /// Sets the product's stock (a sale starts, or reconciliation re-initialises it).
+    fn set_stock(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// The product's stock, if it has a sale.
+    fn stock(&self, product_id: &str) -> impl Future<Output = Result<Option<i64>, CacheError>> + Send;
+
+    /// Atomically: answers a known key with its first answer; otherwise takes one item if the
+    /// stock is positive and remembers the key either way.
+    fn reserve(&self, product_id: &str, key: &str) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
+
+    /// Undoes a reservation (the order could not be queued): gives the item back and forgets the
+    /// key, so a retry with it starts afresh. Only a key whose answer was `Reserved` counts.
+    fn release(&self, product_id: &str, key: &str) -> impl Future<Output = Result<bool, CacheError>> + Send;
+
+    /// Stores a one-time waiting-room admission token.
+    fn grant_admission(&self, token: &str, ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Uses up an admission token: true the first time, for a granted and unexpired token.
+    fn take_admission(&self, token: &str) -> impl Future<Output = Result<bool, CacheError>> + Send;
+
+    /// Counts a request of `user_id` in the current window; true when within `limit`.
+    fn admit(
+        &self,
+        user_id: &str,
+        limit: u32,
+        window: Duration,
+    ) -> impl Future<Output = Result<bool, CacheError>> + Send;
+}
+
+/// Order queue errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum QueueError {
+    /// Definitely not queued (broker down, refused).
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// Timed out: the order may or may not be in the log.
+    #[error("queue ambiguous: {0}")]
+    Ambiguous(String),
+    /// A message that is not an order: a bug or a foreign producer.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Produces orders to the log, keyed by product.
+pub trait OrderProducer: Send + Sync + 'static {
+    /// Returns once the broker acknowledged the order (acks=all).
+    fn produce(&self, order: &Order) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// One message of the log: where it is, and the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedOrder {
+    pub partition: i32,
+    pub offset: i64,
+    pub order: Order,
+}
+
+/// A consumer-group member: polls orders and commits offsets by hand.
+pub trait OrderConsumer: Send + 'static {
+    /// Up to `max` messages, waiting at most `wait` for the first.
+    fn poll(&mut self, max: usize, wait: Duration)
+    -> impl Future<Output = Result<Vec<QueuedOrder>, QueueError>> + Send;
+
+    /// Commits: every message up to and including these is done. Only after they persisted.
+    fn commit(&mut self, done: &[QueuedOrder]) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// What persisting an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Persisted {
+    /// Inserted, and the stock decremented.
+    Inserted,
+    /// Already there (a redelivery): nothing changed.
+    Duplicate,
+    /// No stock left in PostgreSQL: not inserted ("SOLD OUT in DB", spec 004).
+    SoldOut,
+    /// The product has no sale in PostgreSQL: not inserted.
+    NoSale,
+}
+
+/// A product's truth in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductRow {
+    pub product_id: String,
+    pub stock: i64,
+    pub initial_stock: i64,
+    pub orders: i64,
+}
+
+/// Order store errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum OrderStoreError {
+    /// Not reachable: retry later (the worker does not commit the offset).
+    #[error("order store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The order store: the truth about stock and orders.
+pub trait OrderStore: Send + Sync + 'static {
+    /// Starts a sale: sets the product's stock and initial stock (orders so far are kept).
+    fn init_sale(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), OrderStoreError>> + Send;
+
+    /// In one transaction: inserts the order (idempotent on its id) and decrements the stock
+    /// where stock > 0.
+    fn persist(&self, order: &Order) -> impl Future<Output = Result<Persisted, OrderStoreError>> + Send;
+
+    fn product(&self, product_id: &str) -> impl Future<Output = Result<Option<ProductRow>, OrderStoreError>> + Send;
+
+    /// Every product, by id (reconciliation).
+    fn products(&self) -> impl Future<Output = Result<Vec<ProductRow>, OrderStoreError>> + Send;
+
+    /// Every persisted order, by id (checkers).
+    fn orders(&self, product_id: &str) -> impl Future<Output = Result<Vec<Order>, OrderStoreError>> + Send;
+}
