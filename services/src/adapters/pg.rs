@@ -25,8 +25,6 @@ pub const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait to open one connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Events read per page while rebuilding the read model.
-pub const REBUILD_PAGE_MAX: usize = 1000;
 
 /// Why a database could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -528,15 +526,9 @@ impl ReadModel for PgReadModel {
             .execute(&mut *tx)
             .await
             .map_err(read_error)?;
-        let mut after = None;
+        let mut replay = crate::ledger::mem::Replay::default();
         let mut count = 0u64;
-        loop {
-            let page = source
-                .read_all(after.clone(), REBUILD_PAGE_MAX)
-                .await
-                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-            let Some(last) = page.last() else { break };
-            after = Some((last.stream_id.clone(), last.version));
+        while let Some(page) = replay.next_page(source).await? {
             for event in &page {
                 match apply_in(&mut tx, event).await? {
                     Applied::Applied => count += 1,

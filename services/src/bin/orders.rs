@@ -49,13 +49,7 @@ mod real {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        if cli.json {
-            tracing_subscriber::fmt().json().with_env_filter(filter).init();
-        } else {
-            tracing_subscriber::fmt().with_env_filter(filter).init();
-        }
+        services::config::init_tracing(cli.json);
         let config = match OrdersConfig::from_env() {
             Ok(config) => config,
             Err(e) => {

@@ -239,22 +239,7 @@ impl ReadModel for MemReadModel {
     }
 
     async fn rebuild<S: EventStore>(&self, source: &S) -> Result<u64, ReadError> {
-        let mut fresh = BTreeMap::new();
-        let mut after = None;
-        let mut count = 0u64;
-        loop {
-            let page = source
-                .read_all(after.clone(), REBUILD_PAGE_MAX)
-                .await
-                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-            let Some(last) = page.last() else { break };
-            after = Some((last.stream_id.clone(), last.version));
-            for event in &page {
-                let applied = project(&mut fresh, event)?;
-                assert_eq!(applied, Applied::Applied, "a full replay in order applies every event");
-                count += 1;
-            }
-        }
+        let (fresh, count) = replay_views(source).await?;
         *self.balances.lock().expect("not poisoned") = fresh;
         Ok(count)
     }
@@ -262,6 +247,53 @@ impl ReadModel for MemReadModel {
 
 /// Events read per page while rebuilding.
 pub const REBUILD_PAGE_MAX: usize = 1000;
+
+/// A cursor over every event of a store in (stream, version) order, a page at a time.
+#[derive(Debug, Default)]
+pub struct Replay {
+    after: Option<(String, u64)>,
+}
+
+impl Replay {
+    /// The next page, or `None` past the last event.
+    ///
+    /// # Errors
+    /// [`ReadError::Unavailable`] when the store fails.
+    pub async fn next_page<S: EventStore>(&mut self, source: &S) -> Result<Option<Vec<RecordedEvent>>, ReadError> {
+        let page = source
+            .read_all(self.after.clone(), REBUILD_PAGE_MAX)
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let Some(last) = page.last() else { return Ok(None) };
+        self.after = Some((last.stream_id.clone(), last.version));
+        Ok(Some(page))
+    }
+}
+
+/// Folds every event of `source` into fresh views, with the number of events: the rebuild of
+/// the in-memory and simulated read models.
+///
+/// # Errors
+/// [`ReadError`] when the store fails or an event cannot be projected in order.
+pub async fn replay_views<S: EventStore>(source: &S) -> Result<(BTreeMap<String, BalanceView>, u64), ReadError> {
+    let mut fresh = BTreeMap::new();
+    let mut replay = Replay::default();
+    let mut count = 0u64;
+    while let Some(page) = replay.next_page(source).await? {
+        for event in &page {
+            match project(&mut fresh, event)? {
+                Applied::Applied => count += 1,
+                other => {
+                    return Err(ReadError::Corrupt(format!(
+                        "replay of {} v{} gave {other:?}: the event store has a gap",
+                        event.stream_id, event.version
+                    )));
+                }
+            }
+        }
+    }
+    Ok((fresh, count))
+}
 
 #[cfg(all(test, not(madsim)))]
 mod tests {

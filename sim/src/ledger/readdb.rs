@@ -15,7 +15,7 @@ use std::time::Duration;
 use madsim::net::Endpoint;
 use madsim::net::rpc::Request;
 use serde::{Deserialize, Serialize};
-use services::ledger::mem::{REBUILD_PAGE_MAX, project};
+use services::ledger::mem::{project, replay_views};
 use services::ports::ledger::{Applied, BalanceView, EventStore, ReadError, ReadModel, RecordedEvent};
 
 use crate::trace;
@@ -121,21 +121,7 @@ impl ReadModel for SimReadModel {
     async fn rebuild<S: EventStore>(&self, source: &S) -> Result<u64, ReadError> {
         // The replay is computed by the caller and swapped in in one statement, as the real
         // adapter does in one transaction: readers never see a half-built model.
-        let mut fresh = BTreeMap::new();
-        let mut after = None;
-        let mut count = 0;
-        loop {
-            let page = source
-                .read_all(after.clone(), REBUILD_PAGE_MAX)
-                .await
-                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-            let Some(last) = page.last() else { break };
-            after = Some((last.stream_id.clone(), last.version));
-            for event in &page {
-                project(&mut fresh, event)?;
-                count += 1;
-            }
-        }
+        let (fresh, count) = replay_views(source).await?;
         match self.call(ReadReq::Replace(fresh.into_values().collect())).await? {
             ReadResp::Done => Ok(count),
             other => Err(unexpected(other)),
