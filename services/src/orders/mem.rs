@@ -1,0 +1,371 @@
+//! In-memory adapters of the order system's ports: plain state machines behind mutexes, with
+//! the contracts of the real ones (the reservation is one atomic step like the Lua script; the
+//! log keeps committed offsets per group; persisting is one transaction). They serve unit tests
+//! and the simulator's dependency nodes. Iteration is over `BTreeMap`s only.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use models::orders::Order;
+
+use crate::ports::orders::{
+    CacheError, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
+    QueuedOrder, Reservation, StockCache,
+};
+
+/// Redis's keyspace for the order system.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheState {
+    pub stock: BTreeMap<String, i64>,
+    /// Idempotency key -> reserved (true) or sold out (false).
+    pub keys: BTreeMap<String, bool>,
+    pub rate: BTreeMap<String, u32>,
+    pub admissions: BTreeMap<String, ()>,
+}
+
+impl CacheState {
+    /// The reservation script, as one atomic step.
+    pub fn reserve(&mut self, product_id: &str, key: &str) -> Reservation {
+        if let Some(reserved) = self.keys.get(key) {
+            return Reservation::Repeat { reserved: *reserved };
+        }
+        let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
+        let reserved = *stock > 0;
+        if reserved {
+            *stock -= 1;
+        }
+        self.keys.insert(key.to_string(), reserved);
+        if reserved { Reservation::Reserved } else { Reservation::SoldOut }
+    }
+
+    /// The release script, as one atomic step.
+    pub fn release(&mut self, product_id: &str, key: &str) -> bool {
+        if self.keys.get(key) != Some(&true) {
+            return false;
+        }
+        self.keys.remove(key);
+        if let Some(stock) = self.stock.get_mut(product_id) {
+            *stock += 1;
+        }
+        true
+    }
+
+    /// Keys held, for maxmemory.
+    pub fn size(&self) -> usize {
+        self.stock.len() + self.keys.len() + self.rate.len() + self.admissions.len()
+    }
+}
+
+/// A stock cache in memory (rate windows never expire: tests set the limit). Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemStockCache {
+    pub state: Arc<Mutex<CacheState>>,
+}
+
+impl StockCache for MemStockCache {
+    async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
+        self.state.lock().expect("not poisoned").stock.insert(product_id.to_string(), quantity);
+        Ok(())
+    }
+
+    async fn stock(&self, product_id: &str) -> Result<Option<i64>, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").stock.get(product_id).copied())
+    }
+
+    async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").reserve(product_id, key))
+    }
+
+    async fn release(&self, product_id: &str, key: &str) -> Result<bool, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").release(product_id, key))
+    }
+
+    async fn grant_admission(&self, token: &str, _ttl: Duration) -> Result<(), CacheError> {
+        self.state.lock().expect("not poisoned").admissions.insert(token.to_string(), ());
+        Ok(())
+    }
+
+    async fn take_admission(&self, token: &str) -> Result<bool, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").admissions.remove(token).is_some())
+    }
+
+    async fn admit(&self, user_id: &str, limit: u32, _window: Duration) -> Result<bool, CacheError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        let count = state.rate.entry(user_id.to_string()).or_insert(0);
+        *count += 1;
+        Ok(*count <= limit)
+    }
+}
+
+/// PostgreSQL's tables for the order system.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OrderDb {
+    /// product -> (stock, initial stock)
+    pub products: BTreeMap<String, (i64, i64)>,
+    pub orders: BTreeMap<String, Order>,
+    /// idempotency key -> order id
+    pub keys: BTreeMap<String, String>,
+}
+
+impl OrderDb {
+    /// The persist transaction, as one atomic step.
+    pub fn persist(&mut self, order: &Order) -> Persisted {
+        let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
+        if self.orders.contains_key(&order.order_id) || self.keys.contains_key(&order.idempotency_key) {
+            return Persisted::Duplicate;
+        }
+        if *stock <= 0 {
+            return Persisted::SoldOut;
+        }
+        *stock -= 1;
+        self.orders.insert(order.order_id.clone(), order.clone());
+        self.keys.insert(order.idempotency_key.clone(), order.order_id.clone());
+        Persisted::Inserted
+    }
+
+    pub fn row(&self, product_id: &str) -> Option<ProductRow> {
+        self.products.get(product_id).map(|(stock, initial)| ProductRow {
+            product_id: product_id.to_string(),
+            stock: *stock,
+            initial_stock: *initial,
+            orders: self.orders.values().filter(|o| o.product_id == product_id).count() as i64,
+        })
+    }
+}
+
+/// An order store in memory. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemOrderStore {
+    pub db: Arc<Mutex<OrderDb>>,
+}
+
+impl OrderStore for MemOrderStore {
+    async fn init_sale(&self, product_id: &str, quantity: i64) -> Result<(), OrderStoreError> {
+        self.db.lock().expect("not poisoned").products.insert(product_id.to_string(), (quantity, quantity));
+        Ok(())
+    }
+
+    async fn persist(&self, order: &Order) -> Result<Persisted, OrderStoreError> {
+        Ok(self.db.lock().expect("not poisoned").persist(order))
+    }
+
+    async fn product(&self, product_id: &str) -> Result<Option<ProductRow>, OrderStoreError> {
+        Ok(self.db.lock().expect("not poisoned").row(product_id))
+    }
+
+    async fn products(&self) -> Result<Vec<ProductRow>, OrderStoreError> {
+        let db = self.db.lock().expect("not poisoned");
+        Ok(db.products.keys().filter_map(|p| db.row(p)).collect())
+    }
+
+    async fn orders(&self, product_id: &str) -> Result<Vec<Order>, OrderStoreError> {
+        Ok(self
+            .db
+            .lock()
+            .expect("not poisoned")
+            .orders
+            .values()
+            .filter(|o| o.product_id == product_id)
+            .cloned()
+            .collect())
+    }
+}
+
+/// A partitioned log with one consumer group's committed offsets.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogState {
+    pub partitions: Vec<Vec<Order>>,
+    /// partition -> next offset to read, as committed.
+    pub committed: BTreeMap<i32, i64>,
+}
+
+impl LogState {
+    pub fn new(partitions: usize) -> Self {
+        LogState { partitions: vec![Vec::new(); partitions], committed: BTreeMap::new() }
+    }
+
+    /// Partition of a product: a stable hash of the key, as Kafka's default partitioner.
+    pub fn partition_of(&self, product_id: &str) -> i32 {
+        let hash =
+            product_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % self.partitions.len() as u64) as i32
+    }
+
+    pub fn append(&mut self, order: Order) -> (i32, i64) {
+        let partition = self.partition_of(&order.product_id);
+        let log = &mut self.partitions[partition as usize];
+        log.push(order);
+        (partition, log.len() as i64 - 1)
+    }
+
+    /// Messages not yet committed, over all partitions.
+    pub fn lag(&self) -> u64 {
+        (0..self.partitions.len())
+            .map(|p| {
+                (self.partitions[p].len() as i64 - self.committed.get(&(p as i32)).copied().unwrap_or(0)).max(0) as u64
+            })
+            .sum()
+    }
+}
+
+/// A queue in memory: producer and a single consumer that resumes from the committed offsets
+/// when recreated. Clones share the log.
+#[derive(Debug, Clone)]
+pub struct MemQueue {
+    pub log: Arc<Mutex<LogState>>,
+    /// The consumer's read positions (lost when it is recreated).
+    position: BTreeMap<i32, i64>,
+}
+
+impl MemQueue {
+    pub fn new(partitions: usize) -> Self {
+        MemQueue { log: Arc::new(Mutex::new(LogState::new(partitions))), position: BTreeMap::new() }
+    }
+
+    /// A new consumer on the same log, starting from the committed offsets.
+    pub fn consumer(&self) -> MemQueue {
+        MemQueue { log: self.log.clone(), position: BTreeMap::new() }
+    }
+}
+
+impl OrderProducer for MemQueue {
+    async fn produce(&self, order: &Order) -> Result<(), QueueError> {
+        self.log.lock().expect("not poisoned").append(order.clone());
+        Ok(())
+    }
+}
+
+impl OrderConsumer for MemQueue {
+    async fn poll(&mut self, max: usize, _wait: Duration) -> Result<Vec<QueuedOrder>, QueueError> {
+        let log = self.log.lock().expect("not poisoned");
+        let mut out = Vec::new();
+        for (p, messages) in log.partitions.iter().enumerate() {
+            let p = p as i32;
+            let start = *self.position.entry(p).or_insert_with(|| log.committed.get(&p).copied().unwrap_or(0));
+            for (offset, order) in messages.iter().enumerate().skip(start as usize) {
+                if out.len() >= max {
+                    break;
+                }
+                out.push(QueuedOrder { partition: p, offset: offset as i64, order: order.clone() });
+                self.position.insert(p, offset as i64 + 1);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, done: &[QueuedOrder]) -> Result<(), QueueError> {
+        let mut log = self.log.lock().expect("not poisoned");
+        for message in done {
+            let next = log.committed.entry(message.partition).or_insert(0);
+            *next = (*next).max(message.offset + 1);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    //! The order logic on in-memory adapters: the API's answers, compensation, the worker's
+    //! commit-after-persist, reconciliation.
+    use super::*;
+    use crate::orders::api::OrderApi;
+    use crate::orders::reconcile::reconcile;
+    use crate::orders::worker::work_once;
+
+    /// A producer that always fails, as a broker that is down.
+    struct DownProducer;
+
+    impl OrderProducer for DownProducer {
+        async fn produce(&self, _order: &Order) -> Result<(), QueueError> {
+            Err(QueueError::Ambiguous("timed out".into()))
+        }
+    }
+
+    fn body(product: &str, user: &str) -> Vec<u8> {
+        serde_json::json!({"productId": product, "userId": user}).to_string().into_bytes()
+    }
+
+    #[tokio::test]
+    async fn sold_out_repeat_and_exactly_stock_accepted() {
+        let queue = MemQueue::new(3);
+        let api =
+            OrderApi::new(MemStockCache::default(), queue.clone(), MemOrderStore::default(), "http://room".into());
+        assert_eq!(api.init(br#"{"productId":"p","quantity":3}"#).await.status, 200);
+        let mut accepted = 0;
+        for i in 0..10 {
+            let reply = api.order(Some(format!("k{i}").as_bytes()), None, &body("p", &format!("u{i}"))).await.reply;
+            match reply.status {
+                200 => accepted += 1,
+                409 => assert_eq!(reply.body["error"], "sold_out"),
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(accepted, 3);
+        let again = api.order(Some(b"k0"), None, &body("p", "u0")).await.reply;
+        assert_eq!(again.status, 200, "a repeated key answers as the first time");
+        assert_eq!(api.order(Some(b"k9"), None, &body("p", "u9")).await.reply.status, 409);
+        assert_eq!(api.order(None, None, &body("p", "u")).await.reply.status, 400);
+        assert_eq!(api.order(Some(b"k"), None, &body("nope", "u")).await.reply.status, 404);
+        // The worker persists each accepted order once, even when redelivered.
+        let mut consumer = queue.consumer();
+        let stats = work_once(&mut consumer, &api.store).await.unwrap();
+        assert_eq!((stats.inserted, stats.duplicates), (3, 1));
+        assert_eq!(api.store.product("p").await.unwrap().unwrap().stock, 0);
+        assert_eq!(queue.log.lock().unwrap().lag(), 0);
+    }
+
+    #[tokio::test]
+    async fn failed_produce_gives_the_item_back() {
+        let cache = MemStockCache::default();
+        let api = OrderApi::new(cache.clone(), DownProducer, MemOrderStore::default(), "http://room".into());
+        api.init(br#"{"productId":"p","quantity":2}"#).await;
+        let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
+        assert_eq!((reply.status, reply.body["error"].as_str()), (503, Some("queue_unavailable")));
+        assert_eq!(cache.stock("p").await.unwrap(), Some(2), "compensated");
+        assert!(cache.state.lock().unwrap().keys.is_empty(), "the key is forgotten, so a retry starts afresh");
+    }
+
+    #[tokio::test]
+    async fn waiting_room_and_rate_limit() {
+        let mut api =
+            OrderApi::new(MemStockCache::default(), MemQueue::new(1), MemOrderStore::default(), "http://room".into());
+        api.in_flight_max = 0;
+        api.init(br#"{"productId":"p","quantity":9}"#).await;
+        let answer = api.order(Some(b"k1"), None, &body("p", "u")).await;
+        assert_eq!(answer.reply.status, 302);
+        assert_eq!(answer.location.as_deref(), Some("http://room/waiting-room?productId=p&userId=u"));
+        api.cache.grant_admission("token", Duration::from_secs(1)).await.unwrap();
+        assert_eq!(api.order(Some(b"k1"), Some(b"token"), &body("p", "u")).await.reply.status, 200);
+        assert_eq!(api.order(Some(b"k2"), Some(b"token"), &body("p", "u")).await.reply.status, 302, "one use");
+        api.in_flight_max = 100;
+        let keys: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+        let request = body("p", "v");
+        let answers =
+            futures::future::join_all(keys.iter().map(|k| api.order(Some(k.as_bytes()), None, &request))).await;
+        let statuses: Vec<u16> = answers.into_iter().map(|a| a.reply.status).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    }
+
+    #[tokio::test]
+    async fn reconcile_after_the_cache_lost_everything() {
+        let cache = MemStockCache::default();
+        let store = MemOrderStore::default();
+        store.init_sale("p", 10).await.unwrap();
+        cache.set_stock("p", 10).await.unwrap();
+        for i in 0..4 {
+            store
+                .persist(
+                    &models::orders::PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order(&format!("k{i}")),
+                )
+                .await
+                .unwrap();
+        }
+        *cache.state.lock().unwrap() = CacheState::default();
+        let report = reconcile(&cache, &store, 2).await.unwrap();
+        assert_eq!(report.drifts.len(), 1);
+        assert_eq!(cache.stock("p").await.unwrap(), Some(4), "PostgreSQL's 6, minus 2 possibly in flight");
+        reconcile(&cache, &store, 0).await.unwrap();
+        assert_eq!(cache.stock("p").await.unwrap(), Some(6), "exact once nothing is in flight");
+    }
+}
