@@ -4,53 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-/// invoke, ok (applied), fail (definitely not applied), info (unknown outcome).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Invoke,
-    Ok,
-    Fail,
-    Info,
-}
-
-/// One line of a history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEvent {
-    pub process: u64,
-    #[serde(rename = "type")]
-    pub kind: EventKind,
-    pub f: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balance: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub time: u64,
-}
-
-impl HistoryEvent {
-    pub fn new(process: u64, kind: EventKind, f: &str, time: u64) -> Self {
-        HistoryEvent {
-            process,
-            kind,
-            f: f.to_string(),
-            key: None,
-            value: None,
-            to: None,
-            balance: None,
-            error: None,
-            time,
-        }
-    }
-}
+pub use checker::history::{EventKind, HistoryEvent};
 
 /// A history being recorded; clones share it.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,8 @@
 //! `testbed`: the command line of the simulation testbed.
 //!
-//! In the simulation build (`cargo testbed ...`): `sweep`, `repro` and `list`. Exit codes are
-//! typed: 0 clean, 1 a violation, 2 usage, 4 nondeterminism.
+//! In both builds: `check` (linearizability of history files) and `list`. In the simulation
+//! build (`cargo testbed ...`) also `sweep` and `repro`. Exit codes are typed: 0 clean, 1 a
+//! violation, 2 usage, 3 unknown (a check's budget spent), 4 nondeterminism.
 
 use std::process::ExitCode;
 
@@ -72,6 +73,22 @@ enum Command {
     },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
+    /// Check history files for linearizability: one line per file; exit 0 when all are
+    /// linearizable, 1 when any is not, 3 when any is unknown (budget spent), 2 on bad usage.
+    Check {
+        /// The model: bank, register, cas-register or kv.
+        #[arg(long)]
+        model: String,
+        /// The format: jsonl, jepsen-log or kv-edn (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Search steps per file before the answer is unknown.
+        #[arg(long)]
+        budget: Option<u64>,
+        /// History files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[cfg(madsim)]
@@ -93,6 +110,12 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::List => list(),
+        Command::Check { model, format, budget, files } => {
+            let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
+            let mut out = std::io::stdout().lock();
+            let code = checker::cli::run_check_with_budget(&model, format.as_deref(), &files, budget, &mut out);
+            u8::try_from(code).unwrap_or(EXIT_USAGE)
+        }
         #[cfg(madsim)]
         Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out } => {
             sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs, crdb_nodes, &out)

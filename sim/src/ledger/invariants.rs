@@ -265,3 +265,24 @@ pub fn convergence(events: &[RecordedEvent], views: &[BalanceView]) -> Vec<Viola
     }
     out
 }
+
+/// Search steps the linearizability check of one run may take before it gives up (Unknown).
+pub const LINEARIZABILITY_STEPS_MAX: u64 = 20_000_000;
+
+/// The clients' operations (all but the read model's stale reads, which are not meant to be
+/// linearizable) have a linearization under the bank model. An exhausted budget is reported
+/// too, as a violation of its own kind: a run whose history cannot be checked proves nothing.
+pub fn linearizable(history: &[HistoryEvent]) -> Vec<Violation> {
+    let events: Vec<HistoryEvent> = history.iter().filter(|e| e.f != "read_model").cloned().collect();
+    let history = checker::History::from_events(events);
+    match checker::check_history(checker::ModelKind::Bank, &history, checker::Budget::steps(LINEARIZABILITY_STEPS_MAX))
+    {
+        Ok(checker::Verdict::Ok) => Vec::new(),
+        Ok(checker::Verdict::Violation(witness)) => vec![Violation::new("linearizability", witness.to_string())],
+        Ok(checker::Verdict::Unknown { partition }) => vec![Violation::new(
+            "linearizability",
+            format!("unknown: the check's budget of {LINEARIZABILITY_STEPS_MAX} steps ran out on {partition}"),
+        )],
+        Err(e) => vec![Violation::new("linearizability", format!("history cannot be checked: {e}"))],
+    }
+}

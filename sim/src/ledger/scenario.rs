@@ -221,6 +221,7 @@ pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> Ledg
     if !converged {
         violations.extend(invariants::convergence(&events, &views));
     }
+    violations.extend(invariants::linearizable(&history));
     trace::record("checker", &format!("{} violations", violations.len()));
     LedgerRun { history, ops, faults: ctx.injector.records(), violations, events: events.len() }
 }
