@@ -23,10 +23,18 @@ pub const EXIT_UNKNOWN: i32 = 3;
 /// `.txt`/`.edn`), else from the model (jsonl; kv-edn for kv).
 ///
 /// Prints `FILE: linearizable`, `FILE: not linearizable` followed by the witness indented, or
-/// `FILE: unknown` followed by the partition that spent the budget. Returns [`EXIT_VIOLATION`] if any file is not linearizable, else
-/// [`EXIT_UNKNOWN`] if any is unknown, else [`EXIT_OK`]; [`EXIT_USAGE`] (with a message) on an
-/// unknown model or format, or a file that cannot be read or checked, and then it checks no
-/// further file.
+/// `FILE: unknown` followed by the partition that spent the budget. Returns [`EXIT_VIOLATION`]
+/// if any file is not linearizable, else [`EXIT_UNKNOWN`] if any is unknown, else [`EXIT_OK`];
+/// [`EXIT_USAGE`] (after a `usage error:` line) on an unknown model or format, or a file that
+/// cannot be read or does not fit the model, and then it checks no further file.
+///
+/// # Examples
+/// ```
+/// let mut out = Vec::new();
+/// let code = checker::run_check("queue", None, &[], &mut out);
+/// assert_eq!(code, checker::cli::EXIT_USAGE);
+/// assert!(String::from_utf8(out).unwrap().starts_with("usage error: unknown model"));
+/// ```
 pub fn run_check(model: &str, format: Option<&str>, files: &[PathBuf], out: &mut impl Write) -> i32 {
     run_check_with_budget(model, format, files, Budget::default(), out)
 }

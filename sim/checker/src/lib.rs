@@ -3,6 +3,13 @@
 //! (register, cas-register, kv, bank) and readers for the history formats (our JSON Lines,
 //! Jepsen etcd logs, porcupine's kv EDN).
 //!
+//! - [`history`]: the event type the simulator writes ([`HistoryEvent`]) and invoke/completion
+//!   pairing; [`read`]: the three file formats.
+//! - [`models`]: each model's step function and its translation of a history into
+//!   independent [`Partition`]s (kv: per key; bank: per set of accounts joined by transfers).
+//! - [`check`]: [`check_history`], the [`Budget`] and the [`Verdict`] with its [`Witness`];
+//!   [`cli`]: [`run_check`], the `check` command's body.
+//!
 //! Pure code: no clock, no randomness, no threads, no madsim, so it compiles and gives the same
 //! answer in the simulation build and the real build. It does not check the ledger's other
 //! invariants (conservation, idempotency), which other checkers do.

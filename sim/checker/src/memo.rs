@@ -1,9 +1,11 @@
-//! The search's memo: a set of (linearized operations as a bitset, model state) pairs that
-//! have already been explored, plus the hashing it needs.
+//! The search's memo: the configurations already explored, each a (linearized operations that
+//! return as a bitset, model state) pair with the sets of unknown-outcome operations it was
+//! explored with; plus the hashing it needs (Fx, Zobrist keys).
 //!
-//! It is an open-addressing table specialised for one use: insert-if-absent, never delete,
-//! never iterate (so its order cannot leak into results). Bitsets live in one flat arena so an
-//! entry costs no allocation of its own. It deliberately does not decide what to memoise.
+//! It is an open-addressing table specialised for one use: insert-unless-covered, never
+//! delete an entry, never iterate (so its order cannot leak into results). Bitsets live in flat
+//! arenas so an entry costs no allocation of its own. It deliberately does not decide what to
+//! memoise: the search does.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -109,8 +111,11 @@ pub(crate) fn zobrist_keys(count: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Marks the end of a chain.
+/// Marks the end of a chain, and a configuration that has no set (nothing to finish).
 const END: u32 = u32::MAX;
+
+/// What the search records for a configuration it does not memoise.
+pub(crate) const NO_MEMO: u32 = END;
 
 /// The explored configurations of the search: (set of linearized operations that have a
 /// return, state) pairs, each with the sets of linearized unknown-outcome operations it was
@@ -310,6 +315,14 @@ mod tests {
         }
         assert_eq!(memo.len(), 1000);
         assert!(memo.insert(keys[0] ^ fx_hash(&1u32), &[0, 0], &1, &[]).is_some());
+    }
+
+    #[test]
+    fn zobrist_keys_are_distinct() {
+        let mut keys = zobrist_keys(10_000);
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 10_000);
     }
 
     /// Goal: a configuration is covered by a fully explored one with a subset of its

@@ -26,6 +26,15 @@ pub trait Model {
     /// (`info`): the step is then the operation taking effect, without any observation.
     fn step(&self, state: &Self::State, input: &Self::Input, output: Option<&Self::Output>) -> Option<Self::State>;
 
+    /// Whether the operation, with this output, leaves every state it can take effect in
+    /// unchanged (a read, a failed compare-and-set). The search then linearizes it as soon as
+    /// it can take effect and tries nothing else in its place, which is sound only for such
+    /// operations: the default, `false`, is always safe. Never asked about unknown outcomes.
+    fn read_only(&self, input: &Self::Input, output: Option<&Self::Output>) -> bool {
+        let _ = (input, output);
+        false
+    }
+
     /// A human description of a state, for witnesses (`register = 3`).
     fn describe_state(&self, state: &Self::State) -> String;
 }

@@ -11,9 +11,11 @@
 //! independently of the checker's model.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
+
+mod common;
 
 use checker::{Budget, EventKind, History, HistoryEvent, ModelKind, Verdict, check_history};
+use common::{Bank, Shape, dec, simulate_bank, value_text};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
@@ -24,19 +26,8 @@ const SEEDS: [u64; 4] = [1, 2, 3, 0x5EED];
 /// Operations per history, at most: the reference is exponential.
 const OPERATIONS_MAX: usize = 7;
 
-const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
+/// Few amounts, so that equal inputs and equal sums are common.
 const AMOUNTS: [&str; 7] = ["1", "2.5", "3.00", "5", "7.5", "10", "0.50"];
-
-fn dec(text: &str) -> Decimal {
-    Decimal::from_str(text).unwrap()
-}
-
-fn value_text(value: &Option<serde_json::Value>) -> Option<String> {
-    match value {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
 
 /// One operation as the reference sees it.
 #[derive(Debug, Clone)]
@@ -50,9 +41,6 @@ struct RefOp {
     invoke_index: usize,
     return_index: Option<usize>,
 }
-
-/// The reference's bank: account -> balance.
-type Bank = BTreeMap<String, Decimal>;
 
 /// Applies an operation with its observed outcome; `None` when impossible.
 fn apply(bank: &Bank, op: &RefOp) -> Option<Bank> {
@@ -176,134 +164,6 @@ fn brute_force(ops: &[RefOp]) -> bool {
     search(ops, &mut vec![false; ops.len()], &Bank::new())
 }
 
-/// Simulates clients against a true bank; the result is linearizable by construction.
-fn generate(rng: &mut ChaCha8Rng) -> Vec<HistoryEvent> {
-    #[derive(Clone)]
-    enum Phase {
-        Idle,
-        /// Invoked; the effect is still to come. `lose`: the answer will be lost (info).
-        Invoked {
-            event: HistoryEvent,
-            lose: bool,
-            apply: bool,
-        },
-        /// Took effect; the completion is still to come.
-        Done {
-            completion: HistoryEvent,
-        },
-    }
-    let processes = rng.gen_range(2..=4);
-    let operations = rng.gen_range(2..=OPERATIONS_MAX);
-    let accounts = rng.gen_range(1..=ACCOUNTS.len());
-    let mut bank = Bank::new();
-    let mut phases = vec![Phase::Idle; processes];
-    let mut invoked = 0;
-    let mut events = Vec::new();
-    let mut time = 0u64;
-    loop {
-        let busy = phases.iter().any(|p| !matches!(p, Phase::Idle));
-        if invoked == operations && !busy {
-            break;
-        }
-        // Sometimes the history just ends with operations in flight.
-        if invoked == operations && rng.gen_bool(0.05) {
-            break;
-        }
-        let p = rng.gen_range(0..processes);
-        time += rng.gen_range(1..100);
-        match phases[p].clone() {
-            Phase::Idle => {
-                if invoked == operations {
-                    continue;
-                }
-                invoked += 1;
-                let key = ACCOUNTS[rng.gen_range(0..accounts)];
-                let f = if !bank.contains_key(key) && rng.gen_bool(0.6) {
-                    "open"
-                } else {
-                    ["open", "deposit", "withdraw", "withdraw", "read", "read", "transfer", "transfer"]
-                        [rng.gen_range(0..8)]
-                };
-                let mut event = HistoryEvent::new(p as u64, EventKind::Invoke, f, time);
-                event.key = Some(key.to_string());
-                if f != "read" {
-                    event.value = Some(serde_json::Value::String(AMOUNTS[rng.gen_range(0..AMOUNTS.len())].to_string()));
-                }
-                if f == "transfer" {
-                    event.to = Some(ACCOUNTS[rng.gen_range(0..accounts)].to_string());
-                }
-                events.push(event.clone());
-                let lose = rng.gen_bool(0.15);
-                phases[p] = Phase::Invoked { event, lose, apply: !lose || rng.gen_bool(0.5) };
-            }
-            Phase::Invoked { event, lose, apply } => {
-                let mut completion = HistoryEvent::new(p as u64, EventKind::Ok, &event.f, 0);
-                completion.key = event.key.clone();
-                let key = event.key.clone().unwrap();
-                let amount = value_text(&event.value).map(|t| dec(&t));
-                let harmless = !apply || rng.gen_bool(0.05);
-                let error = |c: &mut HistoryEvent, e: &str| {
-                    c.kind = EventKind::Fail;
-                    c.error = Some(e.to_string());
-                };
-                if harmless {
-                    error(&mut completion, "unavailable");
-                } else {
-                    match event.f.as_str() {
-                        "open" => {
-                            if bank.contains_key(&key) {
-                                error(&mut completion, "already_exists");
-                            } else {
-                                bank.insert(key.clone(), amount.unwrap());
-                            }
-                        }
-                        "read" => match bank.get(&key) {
-                            Some(b) => completion.value = Some(serde_json::Value::String(b.to_string())),
-                            None => completion.value = Some(serde_json::Value::Null),
-                        },
-                        f => {
-                            let amount = amount.unwrap();
-                            let to = event.to.clone();
-                            match (bank.get(&key).copied(), to.as_ref().map(|t| bank.get(t).copied())) {
-                                (None, _) | (_, Some(None)) => error(&mut completion, "not_found"),
-                                (Some(b), _) if f != "deposit" && b < amount => {
-                                    error(&mut completion, "insufficient_funds")
-                                }
-                                (Some(b), target) => {
-                                    match (f, to, target) {
-                                        ("deposit", ..) => bank.insert(key.clone(), b + amount),
-                                        ("withdraw", ..) => bank.insert(key.clone(), b - amount),
-                                        (_, Some(to), Some(Some(t))) if to != key => {
-                                            bank.insert(to, t + amount);
-                                            bank.insert(key.clone(), b - amount)
-                                        }
-                                        _ => None, // a transfer to the same account
-                                    };
-                                    completion.value = event.value.clone();
-                                    if rng.gen_bool(0.5) {
-                                        completion.balance = Some(bank[&key].to_string());
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                if lose {
-                    completion = HistoryEvent::new(p as u64, EventKind::Info, &event.f, 0);
-                    completion.error = Some("timeout".into());
-                }
-                phases[p] = Phase::Done { completion };
-            }
-            Phase::Done { mut completion } => {
-                completion.time = time;
-                events.push(completion);
-                phases[p] = Phase::Idle;
-            }
-        }
-    }
-    events
-}
-
 /// Changes one thing in the history; returns whether it found something to change.
 fn corrupt(rng: &mut ChaCha8Rng, events: &mut [HistoryEvent]) -> bool {
     match rng.gen_range(0..4) {
@@ -353,7 +213,14 @@ fn checker_agrees_with_brute_force() {
     for seed in SEEDS {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         for case in 0..HISTORIES_PER_SEED {
-            let mut events = generate(&mut rng);
+            let shape = Shape {
+                processes: rng.gen_range(2..=4),
+                operations: rng.gen_range(2..=OPERATIONS_MAX),
+                accounts: rng.gen_range(1..=3),
+                lost: if rng.gen_bool(0.5) { 0.15 } else { 0.45 },
+                amounts: Some(&AMOUNTS),
+            };
+            let mut events = simulate_bank(&mut rng, &shape);
             let corrupted = rng.gen_bool(0.7) && (0..5).any(|_| corrupt(&mut rng, &mut events));
             let expected = brute_force(&reference_ops(&events));
             let history = History::from_events(events.clone());

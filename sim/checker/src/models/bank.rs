@@ -146,6 +146,10 @@ impl Model for BankModel {
         }
     }
 
+    fn read_only(&self, input: &BankInput, output: Option<&BankOutput>) -> bool {
+        matches!((input, output), (BankInput::Read { .. }, Some(_)) | (_, Some(BankOutput::InsufficientFunds)))
+    }
+
     fn describe_state(&self, state: &Balances) -> String {
         let balances: Vec<String> = self
             .accounts

@@ -72,6 +72,10 @@ impl Model for KvModel {
         }
     }
 
+    fn read_only(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
+        matches!((input, output), (KvInput::Get, Some(_)))
+    }
+
     fn describe_state(&self, state: &u32) -> String {
         format!("value = {:?}", self.strings.borrow().text(*state))
     }

@@ -83,6 +83,13 @@ impl Model for RegisterModel {
         }
     }
 
+    fn read_only(&self, input: &RegisterInput, output: Option<&RegisterOutput>) -> bool {
+        matches!(
+            (input, output),
+            (RegisterInput::Read, Some(_)) | (RegisterInput::Cas { .. }, Some(RegisterOutput::Cas(false)))
+        )
+    }
+
     fn describe_state(&self, state: &u32) -> String {
         format!("register = {}", self.values.text(*state))
     }

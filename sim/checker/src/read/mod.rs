@@ -1,7 +1,7 @@
 //! Reading histories from files: the formats the checker accepts, how a format is chosen, and
 //! the errors a reader reports (always with the line, never a panic).
 //!
-//! Each format's parser lives in its own file and produces [`HistoryEvent`]s, so the models see
+//! Each format's parser lives in its own file and produces [`crate::HistoryEvent`]s, so the models see
 //! one event type whatever the source.
 
 use std::fmt;
