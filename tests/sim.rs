@@ -11,7 +11,9 @@ use std::path::Path;
 
 use services::bugs::Bug;
 use sim::ledger::scenario::LedgerScenario;
+use sim::orders::scenario::OrdersScenario;
 use sim::run::{self, RunOutcome, RunRequest};
+use sim::scenarios::Scenario;
 
 /// Seeds a bug sweep may take before the bug counts as not found.
 const BUG_SEEDS_MAX: u64 = 100;
@@ -37,7 +39,7 @@ fn describe(failures: &[&RunOutcome]) -> String {
 
 /// Goal: the correct build passes every seed of a scenario.
 /// Method: sweep the default seeds (or MADSIM_TEST_SEED / MADSIM_TEST_NUM) over all cores.
-fn sweep_clean(scenario: LedgerScenario) {
+fn sweep_clean(scenario: Scenario) {
     let from = env_u64("MADSIM_TEST_SEED").unwrap_or(0);
     let count = env_u64("MADSIM_TEST_NUM").unwrap_or(scenario.default_seeds());
     let outcomes = run::sweep(RunRequest::new(scenario, 0, None), from..from + count, jobs(), &|_| {});
@@ -53,7 +55,7 @@ fn sweep_clean(scenario: LedgerScenario) {
 }
 
 /// Goal: same seed, same run. Method: one seed twice, trace hashes compared.
-fn deterministic(scenario: LedgerScenario) {
+fn deterministic(scenario: Scenario) {
     let seed = env_u64("MADSIM_TEST_SEED").unwrap_or(7);
     let (a, b) = run::check_determinism(RunRequest::new(scenario, seed, None));
     assert_eq!(a, b, "{} seed {seed} gave two different traces", scenario.name());
@@ -80,7 +82,7 @@ macro_rules! scenario_tests {
         #[test]
         fn every_scenario_is_tested() {
             let tested = [$($scenario),*];
-            for scenario in LedgerScenario::ALL {
+            for scenario in Scenario::all() {
                 assert!(tested.contains(&scenario), "{} has no tests", scenario.name());
             }
         }
@@ -88,22 +90,35 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
-    sweep_ledger_chaos, determinism_ledger_chaos => LedgerScenario::Chaos;
-    sweep_crdb_one_down, determinism_crdb_one_down => LedgerScenario::CrdbOneDown;
-    sweep_crdb_two_down, determinism_crdb_two_down => LedgerScenario::CrdbTwoDown;
-    sweep_nats_down, determinism_nats_down => LedgerScenario::NatsDown;
-    sweep_processor_crash, determinism_processor_crash => LedgerScenario::ProcessorCrash;
-    sweep_read_model_rebuild, determinism_read_model_rebuild => LedgerScenario::Rebuild;
-    sweep_partition_minority_gateway, determinism_partition_minority_gateway => LedgerScenario::PartitionMinorityGateway;
-    sweep_concurrent_withdrawals, determinism_concurrent_withdrawals => LedgerScenario::ConcurrentWithdrawals;
-    sweep_double_spend, determinism_double_spend => LedgerScenario::DoubleSpend;
-    sweep_schema_evolution, determinism_schema_evolution => LedgerScenario::SchemaEvolution;
+    sweep_ledger_chaos, determinism_ledger_chaos => Scenario::Ledger(LedgerScenario::Chaos);
+    sweep_crdb_one_down, determinism_crdb_one_down => Scenario::Ledger(LedgerScenario::CrdbOneDown);
+    sweep_crdb_two_down, determinism_crdb_two_down => Scenario::Ledger(LedgerScenario::CrdbTwoDown);
+    sweep_nats_down, determinism_nats_down => Scenario::Ledger(LedgerScenario::NatsDown);
+    sweep_processor_crash, determinism_processor_crash => Scenario::Ledger(LedgerScenario::ProcessorCrash);
+    sweep_read_model_rebuild, determinism_read_model_rebuild => Scenario::Ledger(LedgerScenario::Rebuild);
+    sweep_partition_minority_gateway, determinism_partition_minority_gateway => Scenario::Ledger(LedgerScenario::PartitionMinorityGateway);
+    sweep_concurrent_withdrawals, determinism_concurrent_withdrawals => Scenario::Ledger(LedgerScenario::ConcurrentWithdrawals);
+    sweep_double_spend, determinism_double_spend => Scenario::Ledger(LedgerScenario::DoubleSpend);
+    sweep_schema_evolution, determinism_schema_evolution => Scenario::Ledger(LedgerScenario::SchemaEvolution);
+    sweep_flash_sale, determinism_flash_sale => Scenario::Orders(OrdersScenario::FlashSale);
+    sweep_worker_crash, determinism_worker_crash => Scenario::Orders(OrdersScenario::WorkerCrash);
+    sweep_redis_latency_0, determinism_redis_latency_0 => Scenario::Orders(OrdersScenario::RedisLatency(0));
+    sweep_redis_latency_50, determinism_redis_latency_50 => Scenario::Orders(OrdersScenario::RedisLatency(50));
+    sweep_redis_latency_100, determinism_redis_latency_100 => Scenario::Orders(OrdersScenario::RedisLatency(100));
+    sweep_redis_latency_500, determinism_redis_latency_500 => Scenario::Orders(OrdersScenario::RedisLatency(500));
+    sweep_kafka_down, determinism_kafka_down => Scenario::Orders(OrdersScenario::KafkaDown);
+    sweep_postgres_down, determinism_postgres_down => Scenario::Orders(OrdersScenario::PostgresDown);
+    sweep_api_killed, determinism_api_killed => Scenario::Orders(OrdersScenario::ApiKilled);
+    sweep_redis_restart, determinism_redis_restart => Scenario::Orders(OrdersScenario::RedisRestart);
+    sweep_redis_oom, determinism_redis_oom => Scenario::Orders(OrdersScenario::RedisOom);
+    sweep_kafka_lag, determinism_kafka_lag => Scenario::Orders(OrdersScenario::KafkaLag);
+    sweep_redis_pg_mismatch, determinism_redis_pg_mismatch => Scenario::Orders(OrdersScenario::RedisPgMismatch);
 }
 
 /// One line of a `seeds/*.tsv` file.
 struct Pinned {
     file: String,
-    scenario: LedgerScenario,
+    scenario: Scenario,
     seed: u64,
     bug: Option<Bug>,
     expect: String,
@@ -116,7 +131,7 @@ fn pinned() -> Vec<Pinned> {
     let mut out = Vec::new();
     for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "tsv")) {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let scenario = LedgerScenario::from_name(&name).unwrap_or_else(|| panic!("{name}.tsv names no scenario"));
+        let scenario = Scenario::from_name(&name).unwrap_or_else(|| panic!("{name}.tsv names no scenario"));
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
             let cols: Vec<&str> = line.split('\t').collect();
@@ -167,7 +182,7 @@ fn pinned_seeds() {
 /// Goal: the five-node cluster option works: the chaos scenario passes on it too.
 #[test]
 fn five_node_cluster_chaos() {
-    let template = RunRequest { crdb_nodes: 5, ..RunRequest::new(LedgerScenario::Chaos, 0, None) };
+    let template = RunRequest { crdb_nodes: 5, ..RunRequest::new(Scenario::Ledger(LedgerScenario::Chaos), 0, None) };
     let outcomes = run::sweep(template, 0..4, jobs(), &|_| {});
     let failures: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
     assert!(failures.is_empty(), "{}", describe(&failures));
@@ -179,7 +194,7 @@ fn five_node_cluster_chaos() {
 fn every_planted_bug_is_found_and_pinned() {
     let pins = pinned();
     for bug in Bug::ALL {
-        let scenario = LedgerScenario::exposing(bug);
+        let scenario = Scenario::exposing(bug);
         let found =
             (0..BUG_SEEDS_MAX).find(|seed| !run::run_seed(RunRequest::new(scenario, *seed, Some(bug))).passed());
         assert!(found.is_some(), "{bug} not found in {BUG_SEEDS_MAX} seeds of {}", scenario.name());

@@ -23,16 +23,32 @@ pub enum Bug {
     AckBeforeApply,
     /// A withdrawal is decided from the read model's (stale) balance.
     WithdrawFromReadModel,
+    /// The stock is read, then decremented, in separate Redis round trips.
+    NonAtomicStockCheck,
+    /// The worker commits the offset before persisting the orders.
+    OffsetBeforePersist,
+    /// The order insert has no uniqueness: a redelivered order is inserted again.
+    NonIdempotentInsert,
+    /// The spec's own flaw: a failed produce leaves the item reserved.
+    NoCompensation,
+    /// After a Redis restart the sale is re-created from its initial quantity, not from
+    /// PostgreSQL.
+    NoReinitAfterRedisRestart,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 11] = [
         Bug::NoOptimisticLock,
         Bug::RetryWithoutKey,
         Bug::PublishWithoutOutbox,
         Bug::NonIdempotentProjection,
         Bug::AckBeforeApply,
         Bug::WithdrawFromReadModel,
+        Bug::NonAtomicStockCheck,
+        Bug::OffsetBeforePersist,
+        Bug::NonIdempotentInsert,
+        Bug::NoCompensation,
+        Bug::NoReinitAfterRedisRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +59,11 @@ impl Bug {
             Bug::NonIdempotentProjection => "non-idempotent-projection",
             Bug::AckBeforeApply => "ack-before-apply",
             Bug::WithdrawFromReadModel => "withdraw-from-read-model",
+            Bug::NonAtomicStockCheck => "non-atomic-stock-check",
+            Bug::OffsetBeforePersist => "offset-before-persist",
+            Bug::NonIdempotentInsert => "non-idempotent-insert",
+            Bug::NoCompensation => "no-compensation",
+            Bug::NoReinitAfterRedisRestart => "no-reinit-after-redis-restart",
         }
     }
 }

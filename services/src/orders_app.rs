@@ -140,7 +140,7 @@ impl Orders {
             };
             let mut total = WorkStats::default();
             loop {
-                match worker::work_once(&mut consumer, &self.store).await {
+                match worker::work_once(&mut consumer, &self.cache, &self.store).await {
                     Ok(stats) => {
                         total.inserted += stats.inserted;
                         total.duplicates += stats.duplicates;

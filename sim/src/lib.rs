@@ -6,10 +6,13 @@
 
 pub mod history;
 pub mod ledger;
+pub mod orders;
 
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod scenarios;
 #[cfg(madsim)]
 pub mod trace;

@@ -16,7 +16,9 @@ use services::bugs::Bug;
 use crate::faults::FaultRecord;
 use crate::history::HistoryEvent;
 use crate::ledger::invariants::{OpRecord, Violation};
-use crate::ledger::scenario::{self, LedgerScenario};
+use crate::ledger::scenario;
+use crate::orders::scenario as orders;
+use crate::scenarios::Scenario;
 use crate::trace;
 
 /// Simulated time after which a run is declared stuck.
@@ -25,7 +27,7 @@ pub const SIM_TIME_LIMIT: Duration = Duration::from_secs(1800);
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunRequest {
-    pub scenario: LedgerScenario,
+    pub scenario: Scenario,
     pub seed: u64,
     pub bug: Option<Bug>,
     /// Keep the trace's text (for `repro`), not only its hash.
@@ -36,7 +38,7 @@ pub struct RunRequest {
 
 impl RunRequest {
     /// A run of the default shape (3 CockroachDB nodes, trace hashed only).
-    pub fn new(scenario: LedgerScenario, seed: u64, bug: Option<Bug>) -> RunRequest {
+    pub fn new(scenario: Scenario, seed: u64, bug: Option<Bug>) -> RunRequest {
         RunRequest { scenario, seed, bug, keep_trace: false, crdb_nodes: 3 }
     }
 }
@@ -93,7 +95,16 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         runtime.block_on(async move {
             trace::reset(request.keep_trace);
             trace::record("sim", &format!("scenario {} seed {} bug {:?}", scenario.name(), request.seed, request.bug));
-            let run = scenario::run(scenario, request.seed, request.crdb_nodes).await;
+            let run = match scenario {
+                Scenario::Ledger(s) => {
+                    let run = scenario::run(s, request.seed, request.crdb_nodes).await;
+                    (run.history, run.ops, run.faults, run.violations, run.events)
+                }
+                Scenario::Orders(s) => {
+                    let run = orders::run(s, request.seed).await;
+                    (run.history, run.ops, run.faults, run.violations, run.events)
+                }
+            };
             (run, trace::now_nanos())
         })
     }));
@@ -116,13 +127,13 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         crdb_nodes: request.crdb_nodes,
     };
     match result {
-        Ok((run, nanos)) => {
-            outcome.violations = run.violations;
-            outcome.history = run.history;
-            outcome.ops = run.ops;
-            outcome.faults = run.faults;
+        Ok(((history, ops, faults, violations, events), nanos)) => {
+            outcome.violations = violations;
+            outcome.history = history;
+            outcome.ops = ops;
+            outcome.faults = faults;
             outcome.simulated_ms = nanos / 1_000_000;
-            outcome.events = run.events;
+            outcome.events = events;
         }
         Err(payload) => {
             let message = panic_message(payload.as_ref());

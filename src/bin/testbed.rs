@@ -128,25 +128,31 @@ fn main() -> ExitCode {
 }
 
 fn list() -> u8 {
+    use std::io::Write;
+    // A closed pipe (`testbed list | head`) ends the listing quietly.
+    let mut out = std::io::stdout().lock();
+    let mut lines: Vec<String> = Vec::new();
     #[cfg(madsim)]
     {
-        use testbed::sim::ledger::scenario::LedgerScenario;
-        for scenario in LedgerScenario::ALL {
-            println!("scenario {}", scenario.name());
-        }
-        for invariant in testbed::sim::ledger::invariants::INVARIANTS {
-            println!("invariant {invariant}");
-        }
-        for bug in testbed::services::bugs::Bug::ALL {
-            println!("bug {} {}", bug.name(), LedgerScenario::exposing(bug).name());
-        }
+        use testbed::sim::scenarios::Scenario;
+        lines.extend(Scenario::all().into_iter().map(|s| format!("scenario {}", s.name())));
+    }
+    lines.extend(testbed::sim::ledger::invariants::INVARIANTS.iter().map(|i| format!("invariant {i}")));
+    #[cfg(madsim)]
+    {
+        use testbed::sim::scenarios::Scenario;
+        lines.extend(
+            testbed::services::bugs::Bug::ALL
+                .iter()
+                .map(|b| format!("bug {} {}", b.name(), Scenario::exposing(*b).name())),
+        );
     }
     #[cfg(not(madsim))]
-    {
-        for invariant in testbed::sim::ledger::invariants::INVARIANTS {
-            println!("invariant {invariant}");
+    eprintln!("scenarios and bugs belong to the simulation build: run `cargo testbed list`");
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
         }
-        eprintln!("scenarios and bugs belong to the simulation build: run `cargo testbed list`");
     }
     EXIT_OK
 }
@@ -158,14 +164,14 @@ mod sim {
 
     use testbed::services::bugs::Bug;
     use testbed::sim::history::to_jsonl;
-    use testbed::sim::ledger::scenario::LedgerScenario;
     use testbed::sim::run::{self, RunOutcome, RunRequest};
+    use testbed::sim::scenarios::Scenario;
 
     use super::{EXIT_OK, EXIT_USAGE, EXIT_VIOLATION};
 
-    fn parse(scenario: &str, bug: Option<&str>) -> Result<(LedgerScenario, Option<Bug>), u8> {
-        let Some(found) = LedgerScenario::from_name(scenario) else {
-            let names: Vec<&str> = LedgerScenario::ALL.iter().map(|s| s.name()).collect();
+    fn parse(scenario: &str, bug: Option<&str>) -> Result<(Scenario, Option<Bug>), u8> {
+        let Some(found) = Scenario::from_name(scenario) else {
+            let names: Vec<&str> = Scenario::all().iter().map(|s| s.name()).collect();
             eprintln!("error: unknown scenario {scenario:?}; one of: {}", names.join(", "));
             eprintln!("usage: testbed sweep --scenario NAME --seeds N [--from S] [--bug NAME] [--jobs J]");
             return Err(EXIT_USAGE);

@@ -11,21 +11,23 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
-use crate::ports::orders::{CacheError, Reservation, StockCache};
+use crate::ports::orders::{CacheError, Claim, Release, Reservation, StockCache};
 
 /// Longest wait for one Redis call.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an idempotency key's answer is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The one script: `reserve` checks the key and takes one item if any is left; `release`
-/// gives back the item of a key that reserved one and forgets the key.
+/// The one script: `reserve` checks the key and takes one item if any is left; `release` gives
+/// back the item of a reservation whose produce failed, unless the worker claimed the order;
+/// `claim` is the worker's claim before it persists, refused for a released reservation.
 pub const STOCK_SCRIPT: &str = r#"
 local stock_key, idem_key = KEYS[1], KEYS[2]
 local op, ttl = ARGV[1], tonumber(ARGV[2])
+local seen = redis.call('GET', idem_key)
 if op == 'reserve' then
-  local seen = redis.call('GET', idem_key)
-  if seen then return 'repeat:' .. seen end
+  if seen == 'reserved' or seen == 'claimed' then return 'repeat:reserved' end
+  if seen == 'soldout' then return 'repeat:soldout' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
   if tonumber(stock) > 0 then
@@ -36,12 +38,17 @@ if op == 'reserve' then
   redis.call('SET', idem_key, 'soldout', 'EX', ttl)
   return 'soldout'
 elseif op == 'release' then
-  if redis.call('GET', idem_key) == 'reserved' then
-    redis.call('DEL', idem_key)
+  if seen == 'reserved' then
+    redis.call('SET', idem_key, 'released', 'EX', ttl)
     if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
     return 'released'
   end
-  return 'none'
+  if seen == 'claimed' then return 'claimed' end
+  return 'unknown'
+elseif op == 'claim' then
+  if seen == 'released' then return 'cancelled' end
+  redis.call('SET', idem_key, 'claimed', 'EX', ttl)
+  return 'claimed'
 end
 return redis.error_reply('unknown op ' .. tostring(op))
 "#;
@@ -113,6 +120,15 @@ impl RedisStockCache {
         }
     }
 
+    async fn script_op(&self, op: &'static str, product_id: &str, key: &str) -> Result<String, CacheError> {
+        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
+        let script = self.script.clone();
+        self.run(|mut c| async move {
+            script.key(stock).key(idem).arg(op).arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
+        })
+        .await
+    }
+
     /// PING, for `/health`.
     ///
     /// # Errors
@@ -145,14 +161,7 @@ impl StockCache for RedisStockCache {
     }
 
     async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
-        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
-        let script = self.script.clone();
-        let answer: String = self
-            .run(|mut c| async move {
-                script.key(stock).key(idem).arg("reserve").arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
-            })
-            .await?;
-        Ok(match answer.as_str() {
+        Ok(match self.script_op("reserve", product_id, key).await?.as_str() {
             "reserved" => Reservation::Reserved,
             "soldout" => Reservation::SoldOut,
             "nosale" => Reservation::NoSale,
@@ -161,15 +170,20 @@ impl StockCache for RedisStockCache {
         })
     }
 
-    async fn release(&self, product_id: &str, key: &str) -> Result<bool, CacheError> {
-        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
-        let script = self.script.clone();
-        let answer: String = self
-            .run(|mut c| async move {
-                script.key(stock).key(idem).arg("release").arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
-            })
-            .await?;
-        Ok(answer == "released")
+    async fn release(&self, product_id: &str, key: &str) -> Result<Release, CacheError> {
+        Ok(match self.script_op("release", product_id, key).await?.as_str() {
+            "released" => Release::Released,
+            "claimed" => Release::Claimed,
+            _ => Release::Unknown,
+        })
+    }
+
+    async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
+        // The claim does not touch the stock; the script still takes a stock key.
+        Ok(match self.script_op("claim", "-", key).await?.as_str() {
+            "cancelled" => Claim::Cancelled,
+            _ => Claim::Proceed,
+        })
     }
 
     async fn grant_admission(&self, token: &str, ttl: Duration) -> Result<(), CacheError> {

@@ -18,7 +18,7 @@ use models::orders::{InitSale, InvalidField, PlaceOrder, validate_key};
 use serde_json::{Value, json};
 
 use crate::ledger::api::Reply;
-use crate::ports::orders::{CacheError, OrderProducer, OrderStore, OrderStoreError, Reservation, StockCache};
+use crate::ports::orders::{CacheError, OrderProducer, OrderStore, OrderStoreError, Release, Reservation, StockCache};
 
 /// Longest accepted request body.
 pub const BODY_LEN_MAX: usize = 16 * 1024;
@@ -138,6 +138,10 @@ pub fn parse_order(body: &[u8]) -> Result<PlaceOrder, Reply> {
     Ok(order)
 }
 
+fn accepted(order_id: &str) -> OrderReply {
+    Reply::new(200, json!({"status": "accepted", "orderId": order_id})).into()
+}
+
 /// Decrements the in-flight count when a request ends, however it ends.
 struct InFlight(Arc<AtomicUsize>);
 
@@ -228,6 +232,14 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             Ok(Reservation::Reserved | Reservation::Repeat { reserved: true }) => true,
             Ok(Reservation::SoldOut | Reservation::Repeat { reserved: false }) => false,
             Ok(Reservation::NoSale) => {
+                #[cfg(madsim)]
+                if crate::bugs::active(crate::bugs::Bug::NoReinitAfterRedisRestart)
+                    && let Ok(Some(row)) = self.store.product(&order.product_id).await
+                {
+                    // Planted bug: "the cache lost the sale, so start it again".
+                    let _ = self.cache.set_stock(&order.product_id, row.initial_stock).await;
+                    return Reply::error(503, "cache_not_ready", None, "the sale was restarted; retry").into();
+                }
                 return match self.store.product(&order.product_id).await {
                     Ok(None) => Reply::error(404, "no_sale", Some("productId"), "no sale for this product").into(),
                     Ok(Some(_)) => {
@@ -242,20 +254,39 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
         }
         match self.producer.produce(&order).await {
-            Ok(()) => Reply::new(200, json!({"status": "accepted", "orderId": order.order_id})).into(),
+            Ok(()) => accepted(&order.order_id),
             Err(e) => {
-                // The fix of the spec's flaw: give the item back, so stock is never lost.
-                match self.cache.release(&order.product_id, &key).await {
-                    Ok(_) => {
-                        tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation released");
-                    }
-                    Err(release) => tracing::error!(
-                        order_id = %order.order_id, key = %key, error = %release,
-                        "produce failed and the reservation could not be released: reconcile"
-                    ),
+                #[cfg(madsim)]
+                if crate::bugs::active(crate::bugs::Bug::NoCompensation) {
+                    // Planted bug, the spec's own code: log, answer 500, keep the stock taken.
+                    tracing::error!(order_id = %order.order_id, error = %e, "Kafka failed");
+                    return Reply::error(500, "error", None, "Order processing failed").into();
                 }
-                Reply::error(503, "queue_unavailable", None, "the order could not be queued; nothing was reserved")
-                    .into()
+                // The fix of the spec's flaw: give the item back, unless the worker already
+                // claimed the order (then the produce did land and the order is going through).
+                match self.cache.release(&order.product_id, &key).await {
+                    Ok(Release::Released) => {
+                        tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation released");
+                        Reply::error(
+                            503,
+                            "queue_unavailable",
+                            None,
+                            "the order could not be queued; nothing was reserved",
+                        )
+                        .into()
+                    }
+                    Ok(Release::Claimed) => accepted(&order.order_id),
+                    Ok(Release::Unknown) | Err(_) => {
+                        tracing::error!(order_id = %order.order_id, key = %key, error = %e, "produce failed and nothing could be released");
+                        Reply::error(
+                            503,
+                            "queue_ambiguous",
+                            None,
+                            "the order may have been queued: retry with the same x-idempotency-key",
+                        )
+                        .into()
+                    }
+                }
             }
         }
     }

@@ -10,16 +10,27 @@ use std::time::Duration;
 use models::orders::Order;
 
 use crate::ports::orders::{
-    CacheError, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
-    QueuedOrder, Reservation, StockCache,
+    CacheError, Claim, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
+    QueuedOrder, Release, Reservation, StockCache,
 };
+
+/// The state of an idempotency key in the stock cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyState {
+    Reserved,
+    SoldOut,
+    /// Given back after a failed produce: the worker skips the order; a retry reserves afresh.
+    Released,
+    /// The worker is persisting the order.
+    Claimed,
+}
 
 /// Redis's keyspace for the order system.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CacheState {
     pub stock: BTreeMap<String, i64>,
-    /// Idempotency key -> reserved (true) or sold out (false).
-    pub keys: BTreeMap<String, bool>,
+    /// Idempotency key -> what became of it.
+    pub keys: BTreeMap<String, KeyState>,
     pub rate: BTreeMap<String, u32>,
     pub admissions: BTreeMap<String, ()>,
 }
@@ -27,28 +38,42 @@ pub struct CacheState {
 impl CacheState {
     /// The reservation script, as one atomic step.
     pub fn reserve(&mut self, product_id: &str, key: &str) -> Reservation {
-        if let Some(reserved) = self.keys.get(key) {
-            return Reservation::Repeat { reserved: *reserved };
+        match self.keys.get(key) {
+            Some(KeyState::Reserved | KeyState::Claimed) => return Reservation::Repeat { reserved: true },
+            Some(KeyState::SoldOut) => return Reservation::Repeat { reserved: false },
+            Some(KeyState::Released) | None => {}
         }
         let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
         let reserved = *stock > 0;
         if reserved {
             *stock -= 1;
         }
-        self.keys.insert(key.to_string(), reserved);
+        self.keys.insert(key.to_string(), if reserved { KeyState::Reserved } else { KeyState::SoldOut });
         if reserved { Reservation::Reserved } else { Reservation::SoldOut }
     }
 
     /// The release script, as one atomic step.
-    pub fn release(&mut self, product_id: &str, key: &str) -> bool {
-        if self.keys.get(key) != Some(&true) {
-            return false;
+    pub fn release(&mut self, product_id: &str, key: &str) -> Release {
+        match self.keys.get(key) {
+            Some(KeyState::Reserved) => {
+                self.keys.insert(key.to_string(), KeyState::Released);
+                if let Some(stock) = self.stock.get_mut(product_id) {
+                    *stock += 1;
+                }
+                Release::Released
+            }
+            Some(KeyState::Claimed) => Release::Claimed,
+            _ => Release::Unknown,
         }
-        self.keys.remove(key);
-        if let Some(stock) = self.stock.get_mut(product_id) {
-            *stock += 1;
+    }
+
+    /// The claim script, as one atomic step.
+    pub fn claim(&mut self, key: &str) -> Claim {
+        if self.keys.get(key) == Some(&KeyState::Released) {
+            return Claim::Cancelled;
         }
-        true
+        self.keys.insert(key.to_string(), KeyState::Claimed);
+        Claim::Proceed
     }
 
     /// Keys held, for maxmemory.
@@ -77,8 +102,12 @@ impl StockCache for MemStockCache {
         Ok(self.state.lock().expect("not poisoned").reserve(product_id, key))
     }
 
-    async fn release(&self, product_id: &str, key: &str) -> Result<bool, CacheError> {
+    async fn release(&self, product_id: &str, key: &str) -> Result<Release, CacheError> {
         Ok(self.state.lock().expect("not poisoned").release(product_id, key))
+    }
+
+    async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").claim(key))
     }
 
     async fn grant_admission(&self, token: &str, _ttl: Duration) -> Result<(), CacheError> {
@@ -120,6 +149,26 @@ impl OrderDb {
         }
         *stock -= 1;
         self.orders.insert(order.order_id.clone(), order.clone());
+        self.keys.insert(order.idempotency_key.clone(), order.order_id.clone());
+        Persisted::Inserted
+    }
+
+    /// The persist transaction of a table without unique constraints (planted bug
+    /// `non-idempotent-insert`): a redelivered order becomes a second row.
+    #[cfg(madsim)]
+    pub fn persist_without_unique_keys(&mut self, order: &Order) -> Persisted {
+        let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
+        if *stock <= 0 {
+            return Persisted::SoldOut;
+        }
+        *stock -= 1;
+        let mut id = order.order_id.clone();
+        let mut copy = 1;
+        while self.orders.contains_key(&id) {
+            copy += 1;
+            id = format!("{}#{copy}", order.order_id);
+        }
+        self.orders.insert(id, order.clone());
         self.keys.insert(order.idempotency_key.clone(), order.order_id.clone());
         Persisted::Inserted
     }
@@ -309,7 +358,7 @@ mod tests {
         assert_eq!(api.order(Some(b"k"), None, &body("nope", "u")).await.reply.status, 404);
         // The worker persists each accepted order once, even when redelivered.
         let mut consumer = queue.consumer();
-        let stats = work_once(&mut consumer, &api.store).await.unwrap();
+        let stats = work_once(&mut consumer, &api.cache, &api.store).await.unwrap();
         assert_eq!((stats.inserted, stats.duplicates), (3, 1));
         assert_eq!(api.store.product("p").await.unwrap().unwrap().stock, 0);
         assert_eq!(queue.log.lock().unwrap().lag(), 0);
@@ -323,7 +372,12 @@ mod tests {
         let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
         assert_eq!((reply.status, reply.body["error"].as_str()), (503, Some("queue_unavailable")));
         assert_eq!(cache.stock("p").await.unwrap(), Some(2), "compensated");
-        assert!(cache.state.lock().unwrap().keys.is_empty(), "the key is forgotten, so a retry starts afresh");
+        assert_eq!(cache.state.lock().unwrap().keys.get("k1"), Some(&KeyState::Released));
+        assert_eq!(cache.claim("k1").await.unwrap(), Claim::Cancelled, "the worker skips a released order");
+        // A claimed order cannot be released: the produce did land, the order is going through.
+        assert_eq!(cache.reserve("p", "k2").await.unwrap(), Reservation::Reserved);
+        assert_eq!(cache.claim("k2").await.unwrap(), Claim::Proceed);
+        assert_eq!(cache.release("p", "k2").await.unwrap(), Release::Claimed);
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::ports::orders::{OrderConsumer, OrderStore, Persisted, QueueError, QueuedOrder};
+use crate::ports::orders::{
+    CacheError, Claim, OrderConsumer, OrderStore, Persisted, QueueError, QueuedOrder, StockCache,
+};
 
 /// Messages polled per round.
 pub const WORKER_BATCH_MAX: usize = 500;
@@ -26,6 +28,8 @@ pub struct WorkStats {
     /// Orders PostgreSQL refused for lack of stock ("SOLD OUT in DB": the caches disagreed).
     pub sold_out: u64,
     pub no_sale: u64,
+    /// Orders whose reservation the API gave back after a failed produce: skipped.
+    pub cancelled: u64,
 }
 
 /// Why a round stopped: the consumer must resume from the last committed offset.
@@ -35,17 +39,44 @@ pub enum WorkError {
     Queue(#[from] QueueError),
     #[error("order store unavailable after {PERSIST_ATTEMPTS_MAX} attempts: {0}")]
     Store(String),
+    /// The claim needs the stock cache; without it nothing is persisted (a claim that is not
+    /// made could race with the API's release).
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// One round: poll, persist in order, commit what persisted.
 ///
 /// # Errors
 /// [`WorkError`] when the queue or the store failed; what persisted before is committed.
-pub async fn work_once<C: OrderConsumer, S: OrderStore>(consumer: &mut C, store: &S) -> Result<WorkStats, WorkError> {
+pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
+    consumer: &mut C,
+    cache: &K,
+    store: &S,
+) -> Result<WorkStats, WorkError> {
     let batch = consumer.poll(WORKER_BATCH_MAX, WORKER_POLL_WAIT).await?;
+    #[cfg(madsim)]
+    if crate::bugs::active(crate::bugs::Bug::OffsetBeforePersist) && !batch.is_empty() {
+        // Planted bug: "commit early so a slow batch is not delivered twice".
+        consumer.commit(&batch).await?;
+    }
     let mut stats = WorkStats::default();
     let mut done: Vec<QueuedOrder> = Vec::with_capacity(batch.len());
     for message in batch {
+        match cache.claim(&message.order.idempotency_key).await {
+            Ok(Claim::Proceed) => {}
+            Ok(Claim::Cancelled) => {
+                stats.cancelled += 1;
+                done.push(message);
+                continue;
+            }
+            Err(e) => {
+                if !done.is_empty() {
+                    consumer.commit(&done).await?;
+                }
+                return Err(e.into());
+            }
+        }
         match persist_with_retries(store, &message).await {
             Ok(persisted) => {
                 match persisted {

@@ -20,6 +20,26 @@ pub enum Reservation {
     NoSale,
 }
 
+/// What undoing a reservation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Release {
+    /// The item is back in stock and the order is cancelled: the worker will skip it.
+    Released,
+    /// The worker already claimed the order: it is queued and being persisted.
+    Claimed,
+    /// No reservation under the key (Redis lost it): nothing to undo.
+    Unknown,
+}
+
+/// What the worker's claim of an order found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Claim {
+    /// Persist it (reserved, or Redis no longer knows the key).
+    Proceed,
+    /// The API gave the item back after a failed produce: skip it.
+    Cancelled,
+}
+
 /// Stock cache errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum CacheError {
@@ -44,9 +64,13 @@ pub trait StockCache: Send + Sync + 'static {
     /// stock is positive and remembers the key either way.
     fn reserve(&self, product_id: &str, key: &str) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
 
-    /// Undoes a reservation (the order could not be queued): gives the item back and forgets the
-    /// key, so a retry with it starts afresh. Only a key whose answer was `Reserved` counts.
-    fn release(&self, product_id: &str, key: &str) -> impl Future<Output = Result<bool, CacheError>> + Send;
+    /// Undoes a reservation whose produce failed, atomically against the worker's claim: gives
+    /// the item back and marks the key released (a retry reserves afresh), unless the worker
+    /// already claimed the order.
+    fn release(&self, product_id: &str, key: &str) -> impl Future<Output = Result<Release, CacheError>> + Send;
+
+    /// The worker's claim of a queued order before persisting it, atomically against `release`.
+    fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, CacheError>> + Send;
 
     /// Stores a one-time waiting-room admission token.
     fn grant_admission(&self, token: &str, ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;

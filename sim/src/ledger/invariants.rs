@@ -12,12 +12,18 @@ use services::ports::ledger::{BalanceView, RecordedEvent};
 use crate::history::{EventKind, HistoryEvent};
 
 /// Names of the invariants, for `list` and for pinned seeds.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 14] = [
     "no-negative-balance",
     "conservation",
     "one-effect-per-key",
     "convergence",
     "linearizability",
+    "no-oversell",
+    "acknowledged-persisted",
+    "one-order-per-key",
+    "no-leaked-stock",
+    "cache-matches-db",
+    "no-false-sold-out",
     "scenario-expectation",
     "no-panic",
     "liveness",

@@ -122,6 +122,8 @@ impl LedgerScenario {
             Bug::RetryWithoutKey => LedgerScenario::Chaos,
             Bug::PublishWithoutOutbox => LedgerScenario::NatsDown,
             Bug::NonIdempotentProjection | Bug::AckBeforeApply => LedgerScenario::ProcessorCrash,
+            // The order system's bugs are exposed by its own scenarios (`Scenario::exposing`).
+            _ => LedgerScenario::Chaos,
         }
     }
 }

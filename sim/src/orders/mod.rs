@@ -1,0 +1,7 @@
+//! The order system in the simulator: simulated Redis, Kafka and PostgreSQL, the order roles as
+//! nodes, flash-sale clients, scenarios and invariants.
+
+#[cfg(madsim)]
+pub mod deps;
+#[cfg(madsim)]
+pub mod scenario;

@@ -1,0 +1,53 @@
+//! Every scenario of the testbed, ledger and orders, under one name space: what `list`, `sweep`
+//! and `repro` accept, and which scenario's sweep exposes each planted bug.
+
+use services::bugs::Bug;
+
+use crate::ledger::scenario::LedgerScenario;
+use crate::orders::scenario::OrdersScenario;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    Ledger(LedgerScenario),
+    Orders(OrdersScenario),
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        let ledger = LedgerScenario::ALL.into_iter().map(Scenario::Ledger);
+        ledger.chain(OrdersScenario::ALL.into_iter().map(Scenario::Orders)).collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Ledger(s) => s.name(),
+            Scenario::Orders(s) => s.name(),
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            Scenario::Ledger(s) => s.about(),
+            Scenario::Orders(s) => s.about(),
+        }
+    }
+
+    pub fn default_seeds(self) -> u64 {
+        match self {
+            Scenario::Ledger(s) => s.default_seeds(),
+            Scenario::Orders(s) => s.default_seeds(),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Self::all().into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scenario whose sweep exposes a planted bug.
+    pub fn exposing(bug: Bug) -> Scenario {
+        match OrdersScenario::exposing(bug) {
+            Some(s) => Scenario::Orders(s),
+            None => Scenario::Ledger(LedgerScenario::exposing(bug)),
+        }
+    }
+}
