@@ -248,6 +248,17 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                     Err(e) => store_down(&e).into(),
                 };
             }
+            // The script may have run before the answer was lost: the key holds the truth.
+            Err(CacheError::Unavailable(e)) => {
+                tracing::warn!(key = %key, error = %e, "reservation outcome unknown");
+                return Reply::error(
+                    503,
+                    "cache_ambiguous",
+                    None,
+                    "the item may have been reserved: retry with the same x-idempotency-key",
+                )
+                .into();
+            }
             Err(e) => return cache_down(&e).into(),
         };
         if !reserved {

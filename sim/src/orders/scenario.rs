@@ -35,6 +35,14 @@ pub const ORDER_ATTEMPTS_MAX: u32 = 5;
 pub const ORDER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Status polls of a client in the waiting room.
 pub const ROOM_POLLS_MAX: u32 = 50;
+/// Orders per user per second in the simulated API: low, so that users placing two orders at
+/// once meet the rate limit.
+pub const SIM_RATE_LIMIT: u32 = 1;
+/// Orders each user places (under different keys).
+pub const ORDERS_PER_USER: usize = 2;
+
+/// Every HTTP status the clients saw, over all attempts.
+pub type Answers = Arc<Mutex<BTreeMap<u16, u64>>>;
 
 pub fn api_addr(index: usize) -> SocketAddr {
     SocketAddr::from(([10, 1, 4, index as u8 + 1], 3000))
@@ -179,12 +187,14 @@ fn build(handle: &Handle) -> World {
 }
 
 async fn serve_api(index: usize) {
-    let api = Arc::new(OrderApi::new(
+    let mut api = OrderApi::new(
         SimStockCache::connect().await,
         SimKafka::connect().await,
         SimOrderStore::connect().await,
         format!("http://{}", room_addr()),
-    ));
+    );
+    api.rate_limit = SIM_RATE_LIMIT;
+    let api = Arc::new(api);
     let name = format!("api-{}", index + 1);
     let ep = Endpoint::bind(api_addr(index)).await.expect("bind api");
     ep.add_rpc_handler(move |req: HttpReq| {
@@ -253,7 +263,7 @@ async fn serve_room() {
 }
 
 /// One user's order to its final answer; returns (outcome label, error or order id).
-async fn place_order(ep: &Endpoint, user: &str, key: &str, first_api: usize) -> (EventKind, String) {
+async fn place_order(ep: &Endpoint, user: &str, key: &str, first_api: usize, answers: &Answers) -> (EventKind, String) {
     let body = json!({"productId": PRODUCT, "userId": user}).to_string().into_bytes();
     let mut ambiguous = false;
     let mut last = String::from("unavailable");
@@ -278,6 +288,7 @@ async fn place_order(ep: &Endpoint, user: &str, key: &str, first_api: usize) -> 
             }
         };
         let error = answer.body["error"].as_str().unwrap_or("").to_string();
+        *answers.lock().expect("not poisoned").entry(answer.status).or_default() += 1;
         match answer.status {
             200 => return (EventKind::Ok, answer.body["orderId"].as_str().unwrap_or("").to_string()),
             302 => admission = wait_in_room(ep, user).await,
@@ -288,6 +299,8 @@ async fn place_order(ep: &Endpoint, user: &str, key: &str, first_api: usize) -> 
             }
             // The spec's own answer to a failed produce: the user sees an error page and leaves.
             500 => return (if ambiguous { EventKind::Info } else { EventKind::Fail }, error),
+            // The reservation is parked under the key: the outcome is open until a retry lands.
+            503 if error == "queue_ambiguous" || error == "cache_ambiguous" => ambiguous = true,
             503 => last = error,
             _ if ambiguous => return (EventKind::Info, error),
             _ => return (EventKind::Fail, error),
@@ -334,6 +347,7 @@ struct Ctx {
     clients: usize,
     expectations: Vec<Violation>,
     redis_restarted: bool,
+    answers: Answers,
 }
 
 impl Ctx {
@@ -381,7 +395,7 @@ async fn run_clients(ctx: &mut Ctx, users: usize, clients: usize, spread: Durati
             .name(format!("client-{}", c + 1))
             .ip([10, 1, 9, c as u8 + 1].into())
             .build();
-        let (history, ops, seed) = (ctx.history.clone(), ctx.ops.clone(), ctx.seed);
+        let (history, ops, seed, answers) = (ctx.history.clone(), ctx.ops.clone(), ctx.seed, ctx.answers.clone());
         handles.push(node.spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind client");
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
@@ -391,13 +405,14 @@ async fn run_clients(ctx: &mut Ctx, users: usize, clients: usize, spread: Durati
                     rng.gen_range(0..=spread.as_millis() as u64 / (users / clients).max(1) as u64),
                 ))
                 .await;
-                let user_id = format!("user-{user}");
+                // Slots `n` and `n + 1` belong to one user and go to two clients at once.
+                let user_id = format!("user-{}", user / ORDERS_PER_USER);
                 let key = format!("order-{user}");
                 let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", trace::now_nanos());
                 invoke.key = Some(PRODUCT.into());
                 invoke.value = Some(json!(user_id));
                 history.record(invoke);
-                let (kind, detail) = place_order(&ep, &user_id, &key, rng.gen_range(0..2)).await;
+                let (kind, detail) = place_order(&ep, &user_id, &key, rng.gen_range(0..2), &answers).await;
                 let mut done = HistoryEvent::new(process, kind, "order", trace::now_nanos());
                 done.key = Some(PRODUCT.into());
                 match kind {
@@ -465,10 +480,12 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
         clients: 0,
         expectations: Vec::new(),
         redis_restarted: false,
+        answers: Answers::default(),
     };
     madsim::time::sleep(Duration::from_millis(200)).await;
     let stock = ctx.rng.gen_range(20..=80u64);
     init_sale(&mut ctx, stock).await;
+    // Twice as many orders as items: the sale sells out.
     let users = stock as usize * 2;
     let spread = Duration::from_secs(10);
     match scenario {
@@ -510,6 +527,7 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             if scenario == OrdersScenario::KafkaLag {
                 let lag_seen = ctx.world.kafka.lock().expect("not poisoned").log.lag();
                 trace::record("checker", &format!("lag after the sale: {lag_seen}"));
+                ctx.expect(lag_seen > 0, "the worker never fell behind");
             }
         }
         OrdersScenario::RedisLatency(ms) => {
@@ -547,6 +565,8 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             });
             run_clients(&mut ctx, users, 8, spread).await;
             let _ = chaos.await;
+            let unavailable = ctx.answers.lock().expect("not poisoned").get(&503).copied().unwrap_or(0);
+            ctx.expect(unavailable > 0, "no order was answered 503 while the broker was down");
         }
         OrdersScenario::PostgresDown => {
             let injector = ctx.injector.clone();
@@ -567,9 +587,13 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             let chaos = madsim::task::spawn(async move {
                 madsim::time::sleep(Duration::from_secs(3)).await;
                 injector.crash("api-1");
+                trace::now_nanos()
             });
             run_clients(&mut ctx, users, 8, spread).await;
-            let _ = chaos.await;
+            let killed_at = chaos.await.unwrap_or(0);
+            let history = ctx.history.events();
+            let after = history.iter().filter(|e| e.time > killed_at && e.kind == EventKind::Ok).count();
+            ctx.expect(after > 0, "no order was accepted after api-1 was killed: clients did not fail over");
         }
         OrdersScenario::RedisRestart => {
             ctx.redis_restarted = true;
@@ -720,7 +744,7 @@ async fn probe_after_reconcile(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
     let answer = node
         .spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
-            place_order(&ep, "probe-user", "probe-order", 1).await
+            place_order(&ep, "probe-user", "probe-order", 1, &Answers::default()).await
         })
         .await
         .expect("probe finished");
