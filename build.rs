@@ -3,6 +3,24 @@
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=.git/HEAD");
+    // What a repro token records about the build that produced a failure.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).unwrap_or("unknown").to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo::rustc-env=TESTBED_GIT_COMMIT={commit}");
+    println!("cargo::rustc-env=TESTBED_RUSTC_VERSION={version}");
     let sim = std::env::var_os("CARGO_FEATURE_SIM").is_some();
     let madsim = std::env::var_os("CARGO_CFG_MADSIM").is_some();
     if sim && !madsim {

@@ -140,3 +140,53 @@ pub fn buggify(p: f64) -> bool {
 pub fn set_buggify(on: bool) {
     BUGGIFY.with(|b| b.set(on));
 }
+
+/// Coverage marks: named rare paths, counted per simulation run so a sweep can prove it went
+/// through them (a sweep that never retries a conflict tests nothing about conflicts). In the
+/// real build `mark` does nothing.
+pub mod coverage {
+    /// Every mark, with the path it names.
+    pub const MARKS: [(&str, &str); 14] = [
+        ("conflict-retried", "an append lost the optimistic lock and the command was decided again"),
+        ("serialization-retried", "a 40001 serialization failure was retried"),
+        ("ambiguous-commit-resolved", "after an ambiguous commit the idempotency key found the outcome"),
+        ("idempotent-replay", "a retried command was answered with its stored outcome"),
+        ("relay-publish-failed", "the relay could not publish and retried later"),
+        ("duplicate-delivery-deduped", "the projection ignored an event it had already applied"),
+        ("gap-redelivered", "an event arrived before its predecessor and was redelivered"),
+        ("redelivery", "JetStream delivered an event a second time"),
+        ("compensation-after-failed-produce", "a failed produce gave its item back"),
+        ("claimed-after-failed-produce", "a produce failed but the worker had claimed the order: accepted"),
+        ("cancelled-order-skipped", "the worker skipped an order whose reservation was given back"),
+        ("duplicate-order-deduped", "the worker found a redelivered order already persisted"),
+        ("rate-limited", "a user was refused by the rate limit"),
+        ("waiting-room-redirect", "an order was sent to the waiting room"),
+    ];
+
+    #[cfg(madsim)]
+    thread_local! {
+        static COUNTS: std::cell::RefCell<std::collections::BTreeMap<&'static str, u64>> =
+            const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+    }
+
+    /// Counts one pass through a named rare path.
+    ///
+    /// # Panics
+    /// In the simulation build, for a name not in [`MARKS`] (a typo would never be reached).
+    #[inline]
+    pub fn mark(name: &'static str) {
+        #[cfg(madsim)]
+        {
+            assert!(MARKS.iter().any(|(m, _)| *m == name), "unknown coverage mark {name}");
+            COUNTS.with(|c| *c.borrow_mut().entry(name).or_default() += 1);
+        }
+        #[cfg(not(madsim))]
+        let _ = name;
+    }
+
+    /// The counts of this thread's run so far, and a fresh start.
+    #[cfg(madsim)]
+    pub fn take() -> std::collections::BTreeMap<String, u64> {
+        COUNTS.with(|c| std::mem::take(&mut *c.borrow_mut())).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}

@@ -62,6 +62,8 @@ pub struct RunOutcome {
     pub simulated_ms: u64,
     pub events: usize,
     pub crdb_nodes: usize,
+    /// Coverage marks the run went through, with counts.
+    pub marks: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunOutcome {
@@ -90,6 +92,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(request.seed, madsim::Config::default());
     runtime.set_time_limit(SIM_TIME_LIMIT);
     services::bugs::set_active(request.bug);
+    services::bugs::coverage::take();
     let scenario = request.scenario;
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
@@ -111,6 +114,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     services::bugs::set_active(None);
     services::bugs::set_buggify(false);
     let (trace_hash, trace_lines, trace) = trace::finish();
+    let marks = services::bugs::coverage::take();
     let mut outcome = RunOutcome {
         scenario: scenario.name(),
         seed: request.seed,
@@ -125,6 +129,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         simulated_ms: 0,
         events: 0,
         crdb_nodes: request.crdb_nodes,
+        marks,
     };
     match result {
         Ok(((history, ops, faults, violations, events), nanos)) => {
@@ -177,6 +182,17 @@ pub fn sweep(
     let mut results = results.into_inner().expect("not poisoned");
     results.sort_by_key(|o| o.seed);
     results
+}
+
+/// Coverage marks summed over outcomes.
+pub fn sum_marks(outcomes: &[RunOutcome]) -> std::collections::BTreeMap<String, u64> {
+    let mut total = std::collections::BTreeMap::new();
+    for outcome in outcomes {
+        for (mark, n) in &outcome.marks {
+            *total.entry(mark.clone()).or_default() += n;
+        }
+    }
+    total
 }
 
 /// Runs a seed twice; returns both trace hashes (equal when the run is deterministic).

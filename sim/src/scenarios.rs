@@ -39,6 +39,37 @@ impl Scenario {
         }
     }
 
+    /// Coverage marks a default-size sweep of this scenario must go through.
+    pub fn required_marks(self) -> &'static [&'static str] {
+        use LedgerScenario as L;
+        use OrdersScenario as O;
+        match self {
+            Scenario::Ledger(L::Chaos) => &[
+                "conflict-retried",
+                "serialization-retried",
+                "ambiguous-commit-resolved",
+                "idempotent-replay",
+                "relay-publish-failed",
+                "redelivery",
+                "gap-redelivered",
+                "duplicate-delivery-deduped",
+            ],
+            Scenario::Ledger(L::ProcessorCrash) => &["redelivery", "duplicate-delivery-deduped"],
+            Scenario::Ledger(L::NatsDown) => &["relay-publish-failed"],
+            Scenario::Ledger(L::ConcurrentWithdrawals) => &["conflict-retried"],
+            Scenario::Orders(O::FlashSale) => &[
+                "compensation-after-failed-produce",
+                "claimed-after-failed-produce",
+                "cancelled-order-skipped",
+                "rate-limited",
+                "waiting-room-redirect",
+            ],
+            Scenario::Orders(O::WorkerCrash) => &["duplicate-order-deduped"],
+            Scenario::Orders(O::KafkaDown) => &["compensation-after-failed-produce"],
+            _ => &[],
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Scenario> {
         Self::all().into_iter().find(|s| s.name() == name)
     }

@@ -54,14 +54,23 @@ enum Command {
         /// Where the histories of failing seeds are written (only failing seeds keep theirs).
         #[arg(long, default_value = "target/testbed/failures")]
         out: std::path::PathBuf,
+        /// Print a JSON summary (seeds, failures with repro tokens, coverage marks, rate) last.
+        #[arg(long)]
+        json: bool,
+        /// Run only shard I of N: the seeds whose offset from --from is I modulo N (0-based).
+        #[arg(long, value_parser = shard)]
+        shard: Option<(u64, u64)>,
     },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
     Repro {
-        #[arg(long)]
-        scenario: String,
-        #[arg(long)]
-        seed: u64,
+        /// A repro token printed by a failing sweep (instead of --scenario/--seed/--bug).
+        #[arg(long, conflicts_with_all = ["scenario", "seed", "bug"])]
+        token: Option<String>,
+        #[arg(long, required_unless_present = "token")]
+        scenario: Option<String>,
+        #[arg(long, required_unless_present = "token")]
+        seed: Option<u64>,
         #[arg(long)]
         bug: Option<String>,
         /// Where to write the history (JSON Lines).
@@ -92,6 +101,15 @@ enum Command {
 }
 
 #[cfg(madsim)]
+fn shard(value: &str) -> Result<(u64, u64), String> {
+    let parsed = value.split_once('/').and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+    match parsed {
+        Some((i, n)) if n >= 1 && i < n => Ok((i, n)),
+        _ => Err("expected I/N with 0 <= I < N, as in 0/4".into()),
+    }
+}
+
+#[cfg(madsim)]
 fn crdb_nodes(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n @ (3 | 5)) => Ok(n),
@@ -117,13 +135,21 @@ fn main() -> ExitCode {
             u8::try_from(code).unwrap_or(EXIT_USAGE)
         }
         #[cfg(madsim)]
-        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out } => {
-            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), jobs, crdb_nodes, &out)
+        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out, json, shard } => {
+            let options = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard };
+            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
         }
         #[cfg(madsim)]
-        Command::Repro { scenario, seed, bug, history, crdb_nodes } => {
-            sim::repro_cmd(&scenario, seed, bug.as_deref(), &history, crdb_nodes)
-        }
+        Command::Repro { token, scenario, seed, bug, history, crdb_nodes } => match token {
+            Some(token) => sim::repro_token(&token, &history),
+            None => sim::repro_cmd(
+                scenario.as_deref().unwrap_or_default(),
+                seed.unwrap_or_default(),
+                bug.as_deref(),
+                &history,
+                crdb_nodes,
+            ),
+        },
     })
 }
 
@@ -197,45 +223,127 @@ mod sim {
         println!("  reproduce: {}", outcome.repro_command());
     }
 
-    pub fn sweep_cmd(
-        scenario: &str,
-        seeds: u64,
-        from: u64,
-        bug: Option<&str>,
-        jobs: Option<usize>,
-        crdb: usize,
-        out: &Path,
-    ) -> u8 {
+    /// How a sweep runs and reports.
+    pub struct SweepOptions {
+        pub jobs: Option<usize>,
+        pub crdb: usize,
+        pub out: std::path::PathBuf,
+        pub json: bool,
+        pub shard: Option<(u64, u64)>,
+    }
+
+    /// A one-line handle on a failure: everything needed to replay it, and the build that saw it.
+    pub fn token(outcome: &RunOutcome) -> String {
+        format!(
+            "tb1:{}:{}:{}:{}:{}:{}",
+            outcome.scenario,
+            outcome.seed,
+            outcome.bug.as_deref().unwrap_or("none"),
+            outcome.crdb_nodes,
+            env!("TESTBED_GIT_COMMIT"),
+            env!("TESTBED_RUSTC_VERSION"),
+        )
+    }
+
+    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, options: &SweepOptions) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
         };
-        if jobs == Some(0) {
+        if options.jobs == Some(0) {
             eprintln!("error: --jobs must be at least 1");
             return EXIT_USAGE;
         }
-        let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let (index, count) = options.shard.unwrap_or((0, 1));
+        let chosen: Vec<u64> = (from..from + seeds).filter(|s| (s - from) % count == index).collect();
+        let total = chosen.len() as u64;
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {per_sec} {msg} eta {eta}")
+                .expect("a valid template"),
+        );
+        if options.json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let failures_so_far = std::sync::atomic::AtomicU64::new(0);
         let started = std::time::Instant::now();
-        let template = RunRequest { crdb_nodes: crdb, ..RunRequest::new(scenario, from, bug) };
-        let outcomes = run::sweep(template, from..from + seeds, jobs, &|outcome| {
+        let template = RunRequest { crdb_nodes: options.crdb, ..RunRequest::new(scenario, from, bug) };
+        let out = &options.out;
+        let outcomes = run::sweep(template, chosen.into_iter(), jobs, &|outcome| {
             if !outcome.passed() {
-                print_failure(outcome);
+                let failed = failures_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                bar.set_message(format!("{failed} failures"));
                 let bug = outcome.bug.as_ref().map(|b| format!("-{b}")).unwrap_or_default();
                 let path = out.join(format!("{}-seed{}{bug}.history.jsonl", outcome.scenario, outcome.seed));
                 let written =
                     std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, to_jsonl(&outcome.history)));
-                match written {
-                    Ok(()) => println!("  history: {}", path.display()),
-                    Err(e) => eprintln!("  cannot write {}: {e}", path.display()),
-                }
-                let _ = std::io::stdout().flush();
+                bar.suspend(|| {
+                    print_failure(outcome);
+                    println!("  token: {}", token(outcome));
+                    match &written {
+                        Ok(()) => println!("  history: {}", path.display()),
+                        Err(e) => eprintln!("  cannot write {}: {e}", path.display()),
+                    }
+                    let _ = std::io::stdout().flush();
+                });
             }
+            bar.inc(1);
         });
-        let failures = outcomes.iter().filter(|o| !o.passed()).count();
+        bar.finish_and_clear();
+        let failures: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
         let secs = started.elapsed().as_secs_f64();
-        println!("{seeds} seeds in {secs:.1}s ({:.1} seeds/s)", seeds as f64 / secs.max(1e-9));
-        println!("{seeds} seeds, {failures} failures");
-        if failures == 0 { EXIT_OK } else { EXIT_VIOLATION }
+        let rate = total as f64 / secs.max(1e-9);
+        let marks = run::sum_marks(&outcomes);
+        if options.json {
+            let summary = serde_json::json!({
+                "scenario": scenario.name(),
+                "bug": bug.map(|b| b.name()),
+                "shard": options.shard.map(|(i, n)| format!("{i}/{n}")),
+                "seeds": total,
+                "failures": failures.iter().map(|o| serde_json::json!({
+                    "seed": o.seed,
+                    "invariants": o.violations.iter().map(|v| v.invariant.clone()).collect::<Vec<_>>(),
+                    "token": token(o),
+                    "reproduce": o.repro_command(),
+                })).collect::<Vec<_>>(),
+                "coverage": marks,
+                "seconds": secs,
+                "seeds_per_second": rate,
+            });
+            println!("{summary}");
+        } else {
+            let reached: Vec<String> = marks.iter().map(|(m, n)| format!("{m}={n}")).collect();
+            println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
+            println!("{total} seeds in {secs:.1}s ({rate:.1} seeds/s)");
+        }
+        println!("{total} seeds, {} failures", failures.len());
+        if failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
+    }
+
+    pub fn repro_token(token: &str, history: &Path) -> u8 {
+        let parts: Vec<&str> = token.split(':').collect();
+        let (Some(&"tb1"), Some(scenario), Some(Ok(seed)), Some(bug), Some(Ok(crdb))) = (
+            parts.first(),
+            parts.get(1),
+            parts.get(2).map(|s| s.parse::<u64>()),
+            parts.get(3),
+            parts.get(4).map(|s| s.parse::<usize>()),
+        ) else {
+            eprintln!("error: not a repro token: {token:?} (expected tb1:SCENARIO:SEED:BUG:NODES:COMMIT:RUSTC)");
+            return EXIT_USAGE;
+        };
+        let (commit, rustc) = (parts.get(5).copied().unwrap_or("?"), parts.get(6).copied().unwrap_or("?"));
+        if commit != env!("TESTBED_GIT_COMMIT") || rustc != env!("TESTBED_RUSTC_VERSION") {
+            eprintln!(
+                "warning: the token comes from commit {commit} with rustc {rustc}; this is {} with rustc {}: \
+                 the run may differ",
+                env!("TESTBED_GIT_COMMIT"),
+                env!("TESTBED_RUSTC_VERSION")
+            );
+        }
+        let bug = (*bug != "none").then_some(*bug);
+        repro_cmd(scenario, seed, bug, history, crdb)
     }
 
     pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path, crdb: usize) -> u8 {

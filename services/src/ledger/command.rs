@@ -177,7 +177,14 @@ impl<S: EventStore> CommandHandler<S> {
             }
             if let Some(key) = key {
                 match self.store.outcome(key).await {
-                    Ok(Some(outcome)) => return replay(outcome, &canonical),
+                    Ok(Some(outcome)) => {
+                        crate::bugs::coverage::mark(if stats.ambiguous > 0 {
+                            "ambiguous-commit-resolved"
+                        } else {
+                            "idempotent-replay"
+                        });
+                        return replay(outcome, &canonical);
+                    }
                     Ok(None) => {}
                     Err(StoreError::Retryable(_) | StoreError::Conflict { .. } | StoreError::Duplicate) => {
                         stats.retryable += 1;
@@ -229,8 +236,14 @@ impl<S: EventStore> CommandHandler<S> {
                     self.buggy_publish(appended, &positions).await;
                     return Ok(Executed { receipt, replayed: false });
                 }
-                Err(StoreError::Conflict { .. }) => stats.conflicts += 1,
-                Err(StoreError::Retryable(_) | StoreError::Duplicate) => stats.retryable += 1,
+                Err(StoreError::Conflict { .. }) => {
+                    crate::bugs::coverage::mark("conflict-retried");
+                    stats.conflicts += 1;
+                }
+                Err(StoreError::Retryable(_) | StoreError::Duplicate) => {
+                    crate::bugs::coverage::mark("serialization-retried");
+                    stats.retryable += 1;
+                }
                 Err(StoreError::Ambiguous(e)) => {
                     stats.ambiguous += 1;
                     if key.is_none() {

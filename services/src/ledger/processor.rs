@@ -49,6 +49,7 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R
     let mut failure = None;
     for delivery in deliveries {
         if delivery.delivered() > 1 {
+            crate::bugs::coverage::mark("redelivery");
             stats.redelivered += 1;
         }
         if failure.is_some() {
@@ -79,10 +80,12 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R
                 let _ = delivery.ack().await;
             }
             Ok(Applied::Duplicate) => {
+                crate::bugs::coverage::mark("duplicate-delivery-deduped");
                 stats.duplicates += 1;
                 let _ = delivery.ack().await;
             }
             Ok(Applied::Gap { have }) => {
+                crate::bugs::coverage::mark("gap-redelivered");
                 stats.gaps += 1;
                 tracing::debug!(stream = %delivery.event().stream_id, have, got = delivery.event().version, "gap: redeliver later");
                 let _ = delivery.nak(GAP_REDELIVERY_DELAY).await;

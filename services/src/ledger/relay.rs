@@ -39,6 +39,7 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) ->
         match bus.publish(event).await {
             Ok(()) => sent.push(event.event_id),
             Err(e) => {
+                crate::bugs::coverage::mark("relay-publish-failed");
                 failure = Some(e);
                 break;
             }

@@ -216,6 +216,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 request.product_id,
                 request.user_id
             );
+            crate::bugs::coverage::mark("waiting-room-redirect");
             let mut reply = Reply::error(302, "waiting_room", None, "too many orders at once: wait your turn");
             reply.body["location"] = json!(location);
             return OrderReply { reply, location: Some(location) };
@@ -223,6 +224,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
         match self.cache.admit(&request.user_id, self.rate_limit, RATE_WINDOW).await {
             Ok(true) => {}
             Ok(false) => {
+                crate::bugs::coverage::mark("rate-limited");
                 return Reply::error(429, "rate_limited", Some("userId"), "too many orders from this user").into();
             }
             Err(e) => return cache_down(&e).into(),
@@ -277,6 +279,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 // claimed the order (then the produce did land and the order is going through).
                 match self.cache.release(&order.product_id, &key).await {
                     Ok(Release::Released) => {
+                        crate::bugs::coverage::mark("compensation-after-failed-produce");
                         tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation released");
                         Reply::error(
                             503,
@@ -286,7 +289,10 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                         )
                         .into()
                     }
-                    Ok(Release::Claimed) => accepted(&order.order_id),
+                    Ok(Release::Claimed) => {
+                        crate::bugs::coverage::mark("claimed-after-failed-produce");
+                        accepted(&order.order_id)
+                    }
                     Ok(Release::Unknown) | Err(_) => {
                         tracing::error!(order_id = %order.order_id, key = %key, error = %e, "produce failed and nothing could be released");
                         Reply::error(

@@ -66,6 +66,7 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
         match cache.claim(&message.order.idempotency_key).await {
             Ok(Claim::Proceed) => {}
             Ok(Claim::Cancelled) => {
+                crate::bugs::coverage::mark("cancelled-order-skipped");
                 stats.cancelled += 1;
                 done.push(message);
                 continue;
@@ -81,7 +82,10 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
             Ok(persisted) => {
                 match persisted {
                     Persisted::Inserted => stats.inserted += 1,
-                    Persisted::Duplicate => stats.duplicates += 1,
+                    Persisted::Duplicate => {
+                        crate::bugs::coverage::mark("duplicate-order-deduped");
+                        stats.duplicates += 1;
+                    }
                     Persisted::SoldOut => {
                         stats.sold_out += 1;
                         tracing::error!(order_id = %message.order.order_id, product = %message.order.product_id,

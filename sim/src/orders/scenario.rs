@@ -38,6 +38,9 @@ pub const ROOM_POLLS_MAX: u32 = 50;
 /// Orders per user per second in the simulated API: low, so that users placing two orders at
 /// once meet the rate limit.
 pub const SIM_RATE_LIMIT: u32 = 1;
+/// Orders in flight per simulated API instance before the waiting room: low, so that bursts
+/// meet it.
+pub const SIM_IN_FLIGHT_MAX: usize = 3;
 /// Orders each user places (under different keys).
 pub const ORDERS_PER_USER: usize = 2;
 
@@ -194,6 +197,7 @@ async fn serve_api(index: usize) {
         format!("http://{}", room_addr()),
     );
     api.rate_limit = SIM_RATE_LIMIT;
+    api.in_flight_max = SIM_IN_FLIGHT_MAX;
     let api = Arc::new(api);
     let name = format!("api-{}", index + 1);
     let ep = Endpoint::bind(api_addr(index)).await.expect("bind api");
