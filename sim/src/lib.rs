@@ -7,6 +7,7 @@
 pub mod history;
 pub mod ledger;
 pub mod orders;
+pub mod timeline;
 
 #[cfg(madsim)]
 pub mod faults;

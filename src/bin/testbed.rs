@@ -82,6 +82,18 @@ enum Command {
     },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
+    /// Draw a history as a self-contained HTML timeline (lanes per client, faults as bands,
+    /// the operations of a bank linearizability violation outlined).
+    Timeline {
+        /// History file (JSON Lines).
+        history: std::path::PathBuf,
+        /// Faults as JSON (`repro` writes them beside the history).
+        #[arg(long)]
+        faults: Option<std::path::PathBuf>,
+        /// Where to write the page.
+        #[arg(long, short, default_value = "timeline.html")]
+        out: std::path::PathBuf,
+    },
     /// Check history files for linearizability: one line per file; exit 0 when all are
     /// linearizable, 1 when any is not, 3 when any is unknown (budget spent), 2 on bad usage.
     Check {
@@ -128,6 +140,7 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::List => list(),
+        Command::Timeline { history, faults, out } => timeline(&history, faults.as_deref(), &out),
         Command::Check { model, format, budget, files } => {
             let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
             let mut out = std::io::stdout().lock();
@@ -151,6 +164,58 @@ fn main() -> ExitCode {
             ),
         },
     })
+}
+
+fn timeline(history: &std::path::Path, faults: Option<&std::path::Path>, out: &std::path::Path) -> u8 {
+    let events = match checker::read::read_history(history, checker::read::Format::Jsonl) {
+        Ok(h) => h.events,
+        Err(e) => {
+            eprintln!("error: {}: {e}", history.display());
+            return EXIT_USAGE;
+        }
+    };
+    let bands: Vec<testbed::sim::timeline::Band> = match faults.map(std::fs::read_to_string).transpose() {
+        Ok(text) => match text.map(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t)).transpose() {
+            Ok(list) => list.unwrap_or_default().iter().map(band_of).collect(),
+            Err(e) => {
+                eprintln!("error: faults file: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: faults file: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let highlight = testbed::sim::timeline::witness_ops(&events);
+    let page = testbed::sim::timeline::render(&history.display().to_string(), &events, &bands, &highlight);
+    match std::fs::write(out, page) {
+        Ok(()) => {
+            println!(
+                "timeline: {} ({} events, {} faults, {} outlined)",
+                out.display(),
+                events.len(),
+                bands.len(),
+                highlight.len()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            EXIT_USAGE
+        }
+    }
+}
+
+/// A fault record (as `repro` writes them) as a band.
+fn band_of(fault: &serde_json::Value) -> testbed::sim::timeline::Band {
+    let targets: Vec<&str> =
+        fault["targets"].as_array().map(|t| t.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    testbed::sim::timeline::Band {
+        label: format!("{} {}", fault["kind"].as_str().unwrap_or("fault"), targets.join(" ")),
+        start: fault["start"].as_u64().unwrap_or(0),
+        end: fault["end"].as_u64(),
+    }
 }
 
 fn list() -> u8 {
@@ -346,11 +411,29 @@ mod sim {
         repro_cmd(scenario, seed, bug, history, crdb)
     }
 
+    /// Log lines stamped with simulated time (madsim adds the node's span: `node{id name}`).
+    struct SimTime;
+
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+            let nanos = testbed::sim::trace::now_nanos();
+            write!(w, "{:>4}.{:06}s", nanos / 1_000_000_000, (nanos % 1_000_000_000) / 1000)
+        }
+    }
+
     pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path, crdb: usize) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
         };
+        // The services' own logs, on stderr, with simulated time and node on every line.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_timer(SimTime)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
         let outcome =
             run::run_seed(RunRequest { keep_trace: true, crdb_nodes: crdb, ..RunRequest::new(scenario, seed, bug) });
         for line in &outcome.trace {
@@ -361,6 +444,12 @@ mod sim {
             return EXIT_USAGE;
         }
         println!("history: {} ({} events)", history.display(), outcome.history.len());
+        let faults = history.with_extension("faults.json");
+        let page = history.with_file_name("timeline.html");
+        let written = std::fs::write(&faults, serde_json::to_string_pretty(&outcome.faults).expect("faults serialize"));
+        if written.is_ok() && super::timeline(history, Some(&faults), &page) != EXIT_OK {
+            eprintln!("warning: no timeline written");
+        }
         if outcome.passed() {
             println!("result: pass");
         } else {
