@@ -282,3 +282,42 @@ fn cli_help_snapshots() {
         insta::assert_snapshot!(name, String::from_utf8_lossy(&output.stdout));
     }
 }
+
+/// Goal: shrinking finds a smaller run that breaks the same invariant.
+/// Method: shrink a pinned failure; the result must be smaller in clients, operations or faults,
+/// fail the same way, and replay to the same failure from its limits.
+#[test]
+fn shrink_finds_a_smaller_failing_run() {
+    let request = RunRequest::new(Scenario::Ledger(LedgerScenario::Chaos), 0, Some(Bug::RetryWithoutKey));
+    let (original, smallest) = run::shrink(request).expect("the pinned seed fails");
+    let invariant = &original.violations[0].invariant;
+    let size = |o: &RunOutcome| (o.size.clients, o.size.ops, o.size.faults);
+    assert!(size(&smallest) < size(&original), "{:?} is not smaller than {:?}", smallest.size, original.size);
+    assert!(smallest.violations.iter().any(|v| &v.invariant == invariant));
+    let replay = run::run_seed(RunRequest { limits: smallest.limits, ..request });
+    assert_eq!(replay.trace_hash, smallest.trace_hash, "the shrunk run replays exactly from its limits");
+}
+
+/// Goal: a behaviour change in any scenario shows up in review.
+/// Method: one snapshot of, for a fixed seed of every scenario, its verdict, size, event count
+/// and trace digest.
+#[test]
+fn scenario_digests_snapshot() {
+    let mut table = String::new();
+    for scenario in Scenario::all() {
+        let o = run::run_seed(RunRequest::new(scenario, 1, None));
+        let verdict = if o.passed() { "pass".to_string() } else { o.violations[0].invariant.clone() };
+        table.push_str(&format!(
+            "{:<28} seed 1  {:<6} {:>3} clients {:>4} ops {:>3} faults {:>5} events  trace {:016x} ({} lines)\n",
+            scenario.name(),
+            verdict,
+            o.size.clients,
+            o.size.ops,
+            o.size.faults,
+            o.events,
+            o.trace_hash,
+            o.trace_lines
+        ));
+    }
+    insta::assert_snapshot!("scenario_digests", table);
+}

@@ -134,6 +134,9 @@ mod tests {
         let ids: std::collections::BTreeSet<String> = (0..10_000).map(|i| order_id_for(&format!("key-{i}"))).collect();
         assert_eq!(ids.len(), 10_000);
         insta::assert_snapshot!("order_id_of_a_key", order_id_for("iphone-15-user-123"));
+        // The queued order's JSON (the message on the orders topic).
+        let order = PlaceOrder { product_id: "iphone-15".into(), user_id: "user-123".into() }.order("key-1");
+        insta::assert_snapshot!("order_message", serde_json::to_string_pretty(&order).unwrap());
     }
 
     #[test]

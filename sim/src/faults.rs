@@ -246,7 +246,11 @@ impl Injector {
         }
         let deadline = madsim::time::Instant::now() + until;
         let names: Vec<String> = self.targets.nodes.iter().map(|(n, _)| n.clone()).collect();
+        let limits = crate::limits::get();
         loop {
+            if !limits.fault_allowed(self.records.lock().expect("not poisoned").len()) {
+                return;
+            }
             let gap = Duration::from_millis(rng.gen_range(0..=plan.mean_gap.as_millis() as u64 * 2));
             madsim::time::sleep(gap).await;
             if madsim::time::Instant::now() >= deadline {

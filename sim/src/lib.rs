@@ -12,6 +12,8 @@ pub mod timeline;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod limits;
+#[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
 pub mod scenarios;

@@ -34,12 +34,14 @@ pub struct RunRequest {
     pub keep_trace: bool,
     /// CockroachDB nodes: 3, or 5.
     pub crdb_nodes: usize,
+    /// Limits on clients, operations and faults (shrinking).
+    pub limits: crate::limits::Limits,
 }
 
 impl RunRequest {
     /// A run of the default shape (3 CockroachDB nodes, trace hashed only).
     pub fn new(scenario: Scenario, seed: u64, bug: Option<Bug>) -> RunRequest {
-        RunRequest { scenario, seed, bug, keep_trace: false, crdb_nodes: 3 }
+        RunRequest { scenario, seed, bug, keep_trace: false, crdb_nodes: 3, limits: crate::limits::Limits::default() }
     }
 }
 
@@ -62,6 +64,9 @@ pub struct RunOutcome {
     pub simulated_ms: u64,
     pub events: usize,
     pub crdb_nodes: usize,
+    /// The limits it ran under, and the size it had.
+    pub limits: crate::limits::Limits,
+    pub size: crate::limits::Size,
     /// Coverage marks the run went through, with counts.
     pub marks: std::collections::BTreeMap<String, u64>,
 }
@@ -75,7 +80,15 @@ impl RunOutcome {
     pub fn repro_command(&self) -> String {
         let bug = self.bug.as_ref().map(|b| format!(" --bug {b}")).unwrap_or_default();
         let nodes = if self.crdb_nodes == 3 { String::new() } else { format!(" --crdb-nodes {}", self.crdb_nodes) };
-        format!("cargo testbed repro --scenario {} --seed {}{bug}{nodes}", self.scenario, self.seed)
+        let mut limits = String::new();
+        for (flag, value) in
+            [("clients", self.limits.clients), ("ops", self.limits.ops), ("faults", self.limits.faults)]
+        {
+            if let Some(v) = value {
+                limits.push_str(&format!(" --{flag} {v}"));
+            }
+        }
+        format!("cargo testbed repro --scenario {} --seed {}{bug}{nodes}{limits}", self.scenario, self.seed)
     }
 }
 
@@ -93,6 +106,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     runtime.set_time_limit(SIM_TIME_LIMIT);
     services::bugs::set_active(request.bug);
     services::bugs::coverage::take();
+    crate::limits::set(request.limits);
     let scenario = request.scenario;
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(async move {
@@ -115,6 +129,8 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     services::bugs::set_buggify(false);
     let (trace_hash, trace_lines, trace) = trace::finish();
     let marks = services::bugs::coverage::take();
+    let size = crate::limits::size();
+    crate::limits::set(crate::limits::Limits::default());
     let mut outcome = RunOutcome {
         scenario: scenario.name(),
         seed: request.seed,
@@ -129,6 +145,8 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         simulated_ms: 0,
         events: 0,
         crdb_nodes: request.crdb_nodes,
+        limits: request.limits,
+        size,
         marks,
     };
     match result {
@@ -139,6 +157,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
             outcome.faults = faults;
             outcome.simulated_ms = nanos / 1_000_000;
             outcome.events = events;
+            outcome.size.faults = outcome.faults.len();
         }
         Err(payload) => {
             let message = panic_message(payload.as_ref());
@@ -198,4 +217,53 @@ pub fn sum_marks(outcomes: &[RunOutcome]) -> std::collections::BTreeMap<String, 
 /// Runs a seed twice; returns both trace hashes (equal when the run is deterministic).
 pub fn check_determinism(request: RunRequest) -> (u64, u64) {
     (run_seed(request).trace_hash, run_seed(request).trace_hash)
+}
+
+/// Runs a shrink may make.
+pub const SHRINK_RUNS_MAX: usize = 64;
+
+/// From a failing run, a smaller one (fewer clients, operations and faults, same seed) that
+/// still breaks the same invariant: greedy halving of each dimension, then steps of one, while
+/// the failure holds, within [`SHRINK_RUNS_MAX`] runs. Returns the original and the smallest, or
+/// `None` when the original passes.
+pub fn shrink(request: RunRequest) -> Option<(RunOutcome, RunOutcome)> {
+    let original = run_seed(request);
+    let invariant = original.violations.first()?.invariant.clone();
+    let still_fails = |o: &RunOutcome| o.violations.iter().any(|v| v.invariant == invariant);
+    let mut best = original.clone();
+    let mut runs = 0;
+    loop {
+        let mut progressed = false;
+        for dimension in 0..3 {
+            let current = [best.size.clients, best.size.ops, best.size.faults][dimension];
+            let floor = if dimension == 2 { 0 } else { 1 };
+            for candidate in [current / 2, current.saturating_sub(1)] {
+                if candidate < floor || candidate >= current || runs >= SHRINK_RUNS_MAX {
+                    continue;
+                }
+                let mut limits = crate::limits::Limits {
+                    clients: Some(best.size.clients),
+                    ops: Some(best.size.ops),
+                    faults: Some(best.size.faults),
+                };
+                match dimension {
+                    0 => limits.clients = Some(candidate),
+                    1 => limits.ops = Some(candidate),
+                    _ => limits.faults = Some(candidate),
+                }
+                runs += 1;
+                let trial = run_seed(RunRequest { limits, ..request });
+                let smaller = (trial.size.clients, trial.size.ops, trial.size.faults)
+                    < (best.size.clients, best.size.ops, best.size.faults);
+                if still_fails(&trial) && smaller {
+                    best = trial;
+                    progressed = true;
+                    break;
+                }
+            }
+        }
+        if !progressed || runs >= SHRINK_RUNS_MAX {
+            return Some((original, best));
+        }
+    }
 }

@@ -79,6 +79,26 @@ enum Command {
         /// CockroachDB nodes in the simulated cluster.
         #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
         crdb_nodes: usize,
+        /// At most this many clients (as `shrink` prints).
+        #[arg(long)]
+        clients: Option<usize>,
+        /// At most this many operations in all.
+        #[arg(long)]
+        ops: Option<usize>,
+        /// At most this many injected faults.
+        #[arg(long)]
+        faults: Option<usize>,
+    },
+    /// From a failing seed, find a smaller run (fewer clients, operations and faults) that still
+    /// breaks the same invariant; print the size before and after, and its repro command.
+    #[cfg(madsim)]
+    Shrink {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        bug: Option<String>,
     },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
@@ -153,7 +173,7 @@ fn main() -> ExitCode {
             sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
         }
         #[cfg(madsim)]
-        Command::Repro { token, scenario, seed, bug, history, crdb_nodes } => match token {
+        Command::Repro { token, scenario, seed, bug, history, crdb_nodes, clients, ops, faults } => match token {
             Some(token) => sim::repro_token(&token, &history),
             None => sim::repro_cmd(
                 scenario.as_deref().unwrap_or_default(),
@@ -161,8 +181,11 @@ fn main() -> ExitCode {
                 bug.as_deref(),
                 &history,
                 crdb_nodes,
+                testbed::sim::limits::Limits { clients, ops, faults },
             ),
         },
+        #[cfg(madsim)]
+        Command::Shrink { scenario, seed, bug } => sim::shrink_cmd(&scenario, seed, bug.as_deref()),
     })
 }
 
@@ -408,7 +431,7 @@ mod sim {
             );
         }
         let bug = (*bug != "none").then_some(*bug);
-        repro_cmd(scenario, seed, bug, history, crdb)
+        repro_cmd(scenario, seed, bug, history, crdb, testbed::sim::limits::Limits::default())
     }
 
     /// Log lines stamped with simulated time (madsim adds the node's span: `node{id name}`).
@@ -421,7 +444,34 @@ mod sim {
         }
     }
 
-    pub fn repro_cmd(scenario: &str, seed: u64, bug: Option<&str>, history: &Path, crdb: usize) -> u8 {
+    pub fn shrink_cmd(scenario: &str, seed: u64, bug: Option<&str>) -> u8 {
+        let (scenario, bug) = match parse(scenario, bug) {
+            Ok(parsed) => parsed,
+            Err(code) => return code,
+        };
+        let Some((original, smallest)) = run::shrink(RunRequest::new(scenario, seed, bug)) else {
+            println!("seed {seed} of {} passes: nothing to shrink", scenario.name());
+            return EXIT_OK;
+        };
+        let invariant = &original.violations[0].invariant;
+        println!("invariant: {invariant}");
+        println!("before: {}", original.size);
+        println!("after:  {}", smallest.size);
+        if let Some(v) = smallest.violations.iter().find(|v| &v.invariant == invariant) {
+            println!("  {}", v.message);
+        }
+        println!("reproduce: {}", smallest.repro_command());
+        EXIT_VIOLATION
+    }
+
+    pub fn repro_cmd(
+        scenario: &str,
+        seed: u64,
+        bug: Option<&str>,
+        history: &Path,
+        crdb: usize,
+        limits: testbed::sim::limits::Limits,
+    ) -> u8 {
         let (scenario, bug) = match parse(scenario, bug) {
             Ok(parsed) => parsed,
             Err(code) => return code,
@@ -431,11 +481,16 @@ mod sim {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let _ = tracing_subscriber::fmt()
             .with_timer(SimTime)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .try_init();
-        let outcome =
-            run::run_seed(RunRequest { keep_trace: true, crdb_nodes: crdb, ..RunRequest::new(scenario, seed, bug) });
+        let outcome = run::run_seed(RunRequest {
+            keep_trace: true,
+            crdb_nodes: crdb,
+            limits,
+            ..RunRequest::new(scenario, seed, bug)
+        });
         for line in &outcome.trace {
             println!("{line}");
         }

@@ -299,6 +299,10 @@ async fn join_clients(ctx: &mut Ctx, handles: Vec<madsim::task::JoinHandle<()>>)
 }
 
 fn mixed(ctx: &mut Ctx, accounts: Vec<(String, Decimal)>, clients: usize, ops: usize) -> WorkloadConfig {
+    let limits = crate::limits::get();
+    let clients = limits.clients(clients);
+    let ops = limits.ops(clients * ops).div_ceil(clients);
+    crate::limits::report(clients, clients * ops);
     WorkloadConfig {
         accounts,
         clients,
@@ -514,6 +518,9 @@ async fn partition_minority(ctx: &mut Ctx) {
 }
 
 async fn concurrent_withdrawals(ctx: &mut Ctx, clients: usize, balance: &str, amount: &str) {
+    let limits = crate::limits::get();
+    let clients = limits.clients(limits.ops(clients));
+    crate::limits::report(clients, clients);
     let account = "acct-1".to_string();
     open_accounts(ctx, &[(account.clone(), dec(balance))]).await;
     let mut handles = Vec::new();
@@ -527,7 +534,7 @@ async fn concurrent_withdrawals(ctx: &mut Ctx, clients: usize, balance: &str, am
         }));
     }
     join_clients(ctx, handles).await;
-    let expected = (dec(balance) / dec(amount)).trunc();
+    let expected = (dec(balance) / dec(amount)).trunc().min(Decimal::from(clients));
     let history = ctx.history.events();
     let done: Vec<_> = history.iter().filter(|e| e.f == "withdraw" && e.kind != EventKind::Invoke).collect();
     let ok = done.iter().filter(|e| e.kind == EventKind::Ok).count();

@@ -392,6 +392,9 @@ async fn init_sale(ctx: &mut Ctx, stock: u64) {
 
 /// Runs `users` users over `clients` client nodes; returns when all answered.
 async fn run_clients(ctx: &mut Ctx, users: usize, clients: usize, spread: Duration) {
+    let limits = crate::limits::get();
+    let (users, clients) = (limits.ops(users), limits.clients(clients));
+    crate::limits::report(clients, users);
     let mut handles = Vec::new();
     for c in 0..clients {
         let node = Handle::current()
