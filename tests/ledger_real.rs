@@ -327,3 +327,23 @@ async fn real_adapters_keep_the_contracts() {
     support::drop_database(&config.ledger_database_url).await;
     support::drop_database(&config.read_database_url).await;
 }
+
+/// Goal: with LEDGER_API_TOKEN set, commands need the bearer token (401 without, with a JSON
+/// body naming the header); health and reads stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_guards_commands() {
+    let mut config = test_config("nats://127.0.0.1:4222");
+    config.api_token = Some("s3cret".into());
+    let t = TestLedger::start_with(config).await;
+    let body = r#"{"account_id":"T-1","owner_name":"T","currency":"USD"}"#;
+    let (status, answer, _) = t.command("create-account", body, None).await;
+    assert_eq!((status, answer["field"].as_str()), (401, Some("Authorization")), "{answer}");
+    let url = format!("http://{}/api/v1/commands/create-account", t.api);
+    let wrong = t.http.post(&url).header("Authorization", "Bearer nope").body(body).send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = t.http.post(&url).header("Authorization", "Bearer s3cret").body(body).send().await.unwrap();
+    assert_eq!(right.status().as_u16(), 201);
+    assert_eq!(t.health(false).await.0, 200, "health needs no token");
+    assert_eq!(t.event_count().await, 1, "only the authorised command was applied");
+    t.cleanup().await;
+}

@@ -137,6 +137,7 @@ impl TestOrders {
             pool_max: 8,
             in_flight_max,
             rate_limit: 5,
+            api_token: None,
         };
         orders_app::prepare(&config).await.expect("database and topic ready");
         let orders = Orders::connect(config).unwrap();

@@ -130,7 +130,11 @@ impl Ledger {
     /// # Errors
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener, with_relay: bool) -> Result<(), AppError> {
-        let router = command_router(CommandHandler::new(self.store.clone()), self.api_health(with_relay));
+        let router = command_router(
+            CommandHandler::new(self.store.clone()),
+            self.api_health(with_relay),
+            self.config.api_token.clone(),
+        );
         axum::serve(listener, router).await?;
         Ok(())
     }

@@ -21,6 +21,8 @@ pub struct LedgerConfig {
     pub pool_max: u32,
     /// `LEDGER_NATS_STREAM`, `LEDGER_NATS_SUBJECT`, `LEDGER_NATS_DURABLE`.
     pub topology: NatsTopology,
+    /// `LEDGER_API_TOKEN`: when set, commands need `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
 }
 
 /// A setting that does not parse.
@@ -72,6 +74,7 @@ impl LedgerConfig {
                 subject_prefix: var("LEDGER_NATS_SUBJECT", &defaults.subject_prefix),
                 durable: var("LEDGER_NATS_DURABLE", &defaults.durable),
             },
+            api_token: std::env::var("LEDGER_API_TOKEN").ok().filter(|t| !t.is_empty()),
         })
     }
 }
@@ -97,6 +100,8 @@ pub struct OrdersConfig {
     pub in_flight_max: usize,
     /// `ORDERS_RATE_LIMIT`: orders per user per second.
     pub rate_limit: u32,
+    /// `ORDERS_API_TOKEN`: when set, `/init` and `/order` need `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
 }
 
 impl OrdersConfig {
@@ -116,6 +121,7 @@ impl OrdersConfig {
             pool_max: parsed("ORDERS_POOL_MAX", "16")?,
             in_flight_max: parsed("ORDERS_IN_FLIGHT_MAX", &crate::orders::api::ORDERS_IN_FLIGHT_MAX.to_string())?,
             rate_limit: parsed("ORDERS_RATE_LIMIT", &crate::orders::api::USER_ORDERS_PER_WINDOW_MAX.to_string())?,
+            api_token: std::env::var("ORDERS_API_TOKEN").ok().filter(|t| !t.is_empty()),
         })
     }
 }

@@ -107,7 +107,7 @@ impl Orders {
     /// # Errors
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener) -> Result<(), OrdersError> {
-        axum::serve(listener, api_router(self.api(), self.health())).await?;
+        axum::serve(listener, api_router(self.api(), self.health(), self.config.api_token.clone())).await?;
         Ok(())
     }
 

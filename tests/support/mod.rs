@@ -120,6 +120,7 @@ pub fn test_config(nats_url: &str) -> LedgerConfig {
             subject_prefix: format!("t.{name}"),
             durable: format!("processor_{name}"),
         },
+        api_token: None,
     }
 }
 

@@ -60,9 +60,10 @@ async fn get_strong_balance<S: EventStore>(
 
 /// The command API: `POST /api/v1/commands/{kind}`, the linearizable
 /// `GET /api/v1/accounts/{id}/balance` (folded from the event store) and `GET /health`.
-pub fn command_router<S: EventStore>(handler: CommandHandler<S>, health: Health) -> Router {
+pub fn command_router<S: EventStore>(handler: CommandHandler<S>, health: Health, token: Option<String>) -> Router {
     Router::new()
         .route("/api/v1/commands/{kind}", post(post_command::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(token), super::auth::bearer))
         .route("/api/v1/accounts/{id}/balance", get(get_strong_balance::<S>))
         .with_state(Arc::new(CommandState { handler }))
         .route("/health", get(get_health).with_state(Arc::new(health)))

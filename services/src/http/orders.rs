@@ -73,10 +73,12 @@ async fn not_found() -> Response {
 pub fn api_router<C: StockCache, P: OrderProducer, S: OrderStore>(
     api: Arc<OrderApi<C, P, S>>,
     health: Health,
+    token: Option<String>,
 ) -> Router {
     Router::new()
         .route("/init", post(post_init::<C, P, S>))
         .route("/order", post(post_order::<C, P, S>))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(token), super::auth::bearer))
         .route("/products/{id}", get(get_product::<C, P, S>))
         .with_state(api)
         .route("/health", get(get_health).with_state(Arc::new(health)))
