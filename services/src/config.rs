@@ -44,6 +44,36 @@ pub fn init_tracing(json: bool) {
     }
 }
 
+/// The shared `main` of the service binaries: logs, configuration (exit 2 when it does not
+/// parse), a tokio runtime, the role, and exit 1 with the error logged when the role fails.
+pub fn run_binary<C, E, Fut>(
+    name: &str,
+    json: bool,
+    config: Result<C, ConfigError>,
+    role: impl FnOnce(C) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_tracing(json);
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: bad configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(role(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn var(name: &'static str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }

@@ -51,22 +51,8 @@ mod real {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
-        services::config::init_tracing(cli.json);
-        let config = match LedgerConfig::from_env() {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("ledger: bad configuration: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-        match runtime.block_on(run(cli.role, config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "ledger stopped");
-                ExitCode::FAILURE
-            }
-        }
+        let role = cli.role;
+        services::config::run_binary("ledger", cli.json, LedgerConfig::from_env(), move |config| run(role, config))
     }
 
     async fn run(role: Role, config: LedgerConfig) -> Result<(), app::AppError> {

@@ -49,22 +49,8 @@ mod real {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
-        services::config::init_tracing(cli.json);
-        let config = match OrdersConfig::from_env() {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("orders: bad configuration: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-        match runtime.block_on(run(cli.role, config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "orders stopped");
-                ExitCode::FAILURE
-            }
-        }
+        let role = cli.role;
+        services::config::run_binary("orders", cli.json, OrdersConfig::from_env(), move |config| run(role, config))
     }
 
     async fn run(role: Role, config: OrdersConfig) -> Result<(), OrdersError> {
