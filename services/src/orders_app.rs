@@ -168,10 +168,10 @@ impl Orders {
     ///
     /// # Errors
     /// [`OrdersError`] when a dependency is down.
-    pub async fn reconcile(&self) -> Result<ReconcileReport, OrdersError> {
+    pub async fn reconcile(&self, quiet: bool) -> Result<ReconcileReport, OrdersError> {
         let consumer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP)?;
         let lag = consumer.lag().await?;
         drop(consumer);
-        Ok(reconcile(&self.cache, &self.store, lag).await?)
+        Ok(reconcile(&self.cache, &self.store, lag, quiet).await?)
     }
 }

@@ -46,7 +46,7 @@ elseif op == 'release' then
   if seen == 'claimed' then return 'claimed' end
   return 'unknown'
 elseif op == 'claim' then
-  if seen == 'released' then return 'cancelled' end
+  if seen == 'released' or seen == 'soldout' then return 'cancelled' end
   redis.call('SET', idem_key, 'claimed', 'EX', ttl)
   return 'claimed'
 end

@@ -39,8 +39,13 @@ mod real {
         Worker,
         /// Waiting room on WAITING_ROOM_ADDR.
         WaitingRoom,
-        /// Compare Redis with PostgreSQL, report drift, re-initialise Redis where needed.
-        Reconcile,
+        /// Compare Redis with PostgreSQL, report drift, re-initialise Redis where it lost the sale
+        /// or offers more than PostgreSQL holds.
+        Reconcile {
+            /// The sale is quiet (no order in flight): also give back items Redis lost track of.
+            #[arg(long)]
+            quiet: bool,
+        },
         /// Create the database and topic where missing and run the migrations.
         Migrate,
         /// Every role in one process (prepares the database and topic first).
@@ -64,8 +69,8 @@ mod real {
         let orders = Orders::connect(config.clone())?;
         match role {
             Role::Migrate => unreachable!("handled above"),
-            Role::Reconcile => {
-                let report = orders.reconcile().await?;
+            Role::Reconcile { quiet } => {
+                let report = orders.reconcile(quiet).await?;
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
                 Ok(())
             }

@@ -69,7 +69,9 @@ impl CacheState {
 
     /// The claim script, as one atomic step.
     pub fn claim(&mut self, key: &str) -> Claim {
-        if self.keys.get(key) == Some(&KeyState::Released) {
+        // A released key no longer holds an item, nor does one that a later retry found sold
+        // out: persisting its order would take an item Redis gave to someone else.
+        if matches!(self.keys.get(key), Some(KeyState::Released | KeyState::SoldOut)) {
             return Claim::Cancelled;
         }
         self.keys.insert(key.to_string(), KeyState::Claimed);
@@ -416,10 +418,12 @@ mod tests {
                 .unwrap();
         }
         *cache.state.lock().unwrap() = CacheState::default();
-        let report = reconcile(&cache, &store, 2).await.unwrap();
+        let report = reconcile(&cache, &store, 2, false).await.unwrap();
         assert_eq!(report.drifts.len(), 1);
         assert_eq!(cache.stock("p").await.unwrap(), Some(4), "PostgreSQL's 6, minus 2 possibly in flight");
-        reconcile(&cache, &store, 0).await.unwrap();
+        reconcile(&cache, &store, 0, false).await.unwrap();
+        assert_eq!(cache.stock("p").await.unwrap(), Some(4), "never raised while the sale may run");
+        reconcile(&cache, &store, 0, true).await.unwrap();
         assert_eq!(cache.stock("p").await.unwrap(), Some(6), "exact once nothing is in flight");
     }
 }

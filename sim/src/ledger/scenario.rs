@@ -386,10 +386,13 @@ async fn crdb_two_down(ctx: &mut Ctx) {
     ctx.injector.restart("crdb-3");
     join_clients(ctx, handles).await;
     let history = ctx.history.events();
-    // Writes that started after the outage began and ended before it was over.
-    let during = writes_between(&history, down_at + 500_000_000, up_at);
+    // Writes answered while the outage lasted (after a grace for answers already on their way).
+    let during: Vec<_> = writes_between(&history, 0, u64::MAX)
+        .into_iter()
+        .filter(|(_, e)| e.time > down_at + 500_000_000 && e.time <= up_at)
+        .collect();
     let applied: Vec<_> = during.iter().filter(|(_, e)| e.kind == EventKind::Ok).collect();
-    ctx.expect(!during.is_empty(), "no write was attempted while two nodes were down");
+    ctx.expect(!during.is_empty(), "no write was answered while two nodes were down");
     ctx.expect(applied.is_empty(), format!("{} writes succeeded without quorum", applied.len()));
     ctx.expect(
         events_during <= events_before + 2,
