@@ -23,22 +23,27 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// `claim` is the worker's claim before it persists, refused for a released reservation.
 pub const STOCK_SCRIPT: &str = r#"
 local stock_key, idem_key = KEYS[1], KEYS[2]
-local op, ttl = ARGV[1], tonumber(ARGV[2])
+local op, ttl, attempt = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local seen = redis.call('GET', idem_key)
+local reserved = seen and string.sub(seen, 1, 9) == 'reserved:'
 if op == 'reserve' then
-  if seen == 'reserved' or seen == 'claimed' then return 'repeat:reserved' end
+  if reserved then
+    redis.call('SET', idem_key, 'reserved:' .. attempt, 'EX', ttl)
+    return 'repeat:reserved'
+  end
+  if seen == 'claimed' then return 'repeat:reserved' end
   if seen == 'soldout' then return 'repeat:soldout' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
   if tonumber(stock) > 0 then
     redis.call('DECR', stock_key)
-    redis.call('SET', idem_key, 'reserved', 'EX', ttl)
+    redis.call('SET', idem_key, 'reserved:' .. attempt, 'EX', ttl)
     return 'reserved'
   end
   redis.call('SET', idem_key, 'soldout', 'EX', ttl)
   return 'soldout'
 elseif op == 'release' then
-  if seen == 'reserved' then
+  if seen == 'reserved:' .. attempt then
     redis.call('SET', idem_key, 'released', 'EX', ttl)
     if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
     return 'released'
@@ -120,11 +125,17 @@ impl RedisStockCache {
         }
     }
 
-    async fn script_op(&self, op: &'static str, product_id: &str, key: &str) -> Result<String, CacheError> {
+    async fn script_op(
+        &self,
+        op: &'static str,
+        product_id: &str,
+        key: &str,
+        attempt: u64,
+    ) -> Result<String, CacheError> {
         let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
         let script = self.script.clone();
         self.run(|mut c| async move {
-            script.key(stock).key(idem).arg(op).arg(IDEMPOTENCY_TTL.as_secs()).invoke_async(&mut c).await
+            script.key(stock).key(idem).arg(op).arg(IDEMPOTENCY_TTL.as_secs()).arg(attempt).invoke_async(&mut c).await
         })
         .await
     }
@@ -160,8 +171,8 @@ impl StockCache for RedisStockCache {
         self.run(|mut c| async move { redis::cmd("GET").arg(key).query_async::<Option<i64>>(&mut c).await }).await
     }
 
-    async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
-        Ok(match self.script_op("reserve", product_id, key).await?.as_str() {
+    async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
+        Ok(match self.script_op("reserve", product_id, key, attempt).await?.as_str() {
             "reserved" => Reservation::Reserved,
             "soldout" => Reservation::SoldOut,
             "nosale" => Reservation::NoSale,
@@ -170,8 +181,8 @@ impl StockCache for RedisStockCache {
         })
     }
 
-    async fn release(&self, product_id: &str, key: &str) -> Result<Release, CacheError> {
-        Ok(match self.script_op("release", product_id, key).await?.as_str() {
+    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
+        Ok(match self.script_op("release", product_id, key, attempt).await?.as_str() {
             "released" => Release::Released,
             "claimed" => Release::Claimed,
             _ => Release::Unknown,
@@ -180,7 +191,7 @@ impl StockCache for RedisStockCache {
 
     async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
         // The claim does not touch the stock; the script still takes a stock key.
-        Ok(match self.script_op("claim", "-", key).await?.as_str() {
+        Ok(match self.script_op("claim", "-", key, 0).await?.as_str() {
             "cancelled" => Claim::Cancelled,
             _ => Claim::Proceed,
         })

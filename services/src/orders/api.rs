@@ -230,7 +230,8 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             Err(e) => return cache_down(&e).into(),
         }
         let order = request.order(&key);
-        let reserved = match self.cache.reserve(&order.product_id, &key).await {
+        let attempt: u64 = madsim::rand::Rng::r#gen(&mut madsim::rand::thread_rng());
+        let reserved = match self.cache.reserve(&order.product_id, &key, attempt).await {
             Ok(Reservation::Reserved | Reservation::Repeat { reserved: true }) => true,
             Ok(Reservation::SoldOut | Reservation::Repeat { reserved: false }) => false,
             Ok(Reservation::NoSale) => {
@@ -277,7 +278,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 }
                 // The fix of the spec's flaw: give the item back, unless the worker already
                 // claimed the order (then the produce did land and the order is going through).
-                match self.cache.release(&order.product_id, &key).await {
+                match self.cache.release(&order.product_id, &key, attempt).await {
                     Ok(Release::Released) => {
                         crate::bugs::coverage::mark("compensation-after-failed-produce");
                         tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation released");

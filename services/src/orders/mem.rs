@@ -17,7 +17,8 @@ use crate::ports::orders::{
 /// The state of an idempotency key in the stock cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyState {
-    Reserved,
+    /// Reserved by the request attempt with this id.
+    Reserved(u64),
     SoldOut,
     /// Given back after a failed produce: the worker skips the order; a retry reserves afresh.
     Released,
@@ -37,9 +38,13 @@ pub struct CacheState {
 
 impl CacheState {
     /// The reservation script, as one atomic step.
-    pub fn reserve(&mut self, product_id: &str, key: &str) -> Reservation {
+    pub fn reserve(&mut self, product_id: &str, key: &str, attempt: u64) -> Reservation {
         match self.keys.get(key) {
-            Some(KeyState::Reserved | KeyState::Claimed) => return Reservation::Repeat { reserved: true },
+            Some(KeyState::Reserved(_)) => {
+                self.keys.insert(key.to_string(), KeyState::Reserved(attempt));
+                return Reservation::Repeat { reserved: true };
+            }
+            Some(KeyState::Claimed) => return Reservation::Repeat { reserved: true },
             Some(KeyState::SoldOut) => return Reservation::Repeat { reserved: false },
             Some(KeyState::Released) | None => {}
         }
@@ -48,14 +53,14 @@ impl CacheState {
         if reserved {
             *stock -= 1;
         }
-        self.keys.insert(key.to_string(), if reserved { KeyState::Reserved } else { KeyState::SoldOut });
+        self.keys.insert(key.to_string(), if reserved { KeyState::Reserved(attempt) } else { KeyState::SoldOut });
         if reserved { Reservation::Reserved } else { Reservation::SoldOut }
     }
 
     /// The release script, as one atomic step.
-    pub fn release(&mut self, product_id: &str, key: &str) -> Release {
+    pub fn release(&mut self, product_id: &str, key: &str, attempt: u64) -> Release {
         match self.keys.get(key) {
-            Some(KeyState::Reserved) => {
+            Some(KeyState::Reserved(holder)) if *holder == attempt => {
                 self.keys.insert(key.to_string(), KeyState::Released);
                 if let Some(stock) = self.stock.get_mut(product_id) {
                     *stock += 1;
@@ -100,12 +105,12 @@ impl StockCache for MemStockCache {
         Ok(self.state.lock().expect("not poisoned").stock.get(product_id).copied())
     }
 
-    async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").reserve(product_id, key))
+    async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").reserve(product_id, key, attempt))
     }
 
-    async fn release(&self, product_id: &str, key: &str) -> Result<Release, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").release(product_id, key))
+    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").release(product_id, key, attempt))
     }
 
     async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
@@ -377,9 +382,14 @@ mod tests {
         assert_eq!(cache.state.lock().unwrap().keys.get("k1"), Some(&KeyState::Released));
         assert_eq!(cache.claim("k1").await.unwrap(), Claim::Cancelled, "the worker skips a released order");
         // A claimed order cannot be released: the produce did land, the order is going through.
-        assert_eq!(cache.reserve("p", "k2").await.unwrap(), Reservation::Reserved);
+        assert_eq!(cache.reserve("p", "k2", 7).await.unwrap(), Reservation::Reserved);
         assert_eq!(cache.claim("k2").await.unwrap(), Claim::Proceed);
-        assert_eq!(cache.release("p", "k2").await.unwrap(), Release::Claimed);
+        assert_eq!(cache.release("p", "k2", 7).await.unwrap(), Release::Claimed);
+        // A late release from an earlier attempt cannot undo a repeat's reservation.
+        assert_eq!(cache.reserve("p", "k3", 1).await.unwrap(), Reservation::Reserved);
+        assert_eq!(cache.reserve("p", "k3", 2).await.unwrap(), Reservation::Repeat { reserved: true });
+        assert_eq!(cache.release("p", "k3", 1).await.unwrap(), Release::Unknown);
+        assert_eq!(cache.release("p", "k3", 2).await.unwrap(), Release::Released);
     }
 
     #[tokio::test]

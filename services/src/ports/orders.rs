@@ -62,12 +62,25 @@ pub trait StockCache: Send + Sync + 'static {
 
     /// Atomically: answers a known key with its first answer; otherwise takes one item if the
     /// stock is positive and remembers the key either way.
-    fn reserve(&self, product_id: &str, key: &str) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
+    /// `attempt` names this request: a repeat re-arms the reservation under it, so a release
+    /// sent by an earlier attempt (delayed on the network) cannot undo it.
+    fn reserve(
+        &self,
+        product_id: &str,
+        key: &str,
+        attempt: u64,
+    ) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
 
     /// Undoes a reservation whose produce failed, atomically against the worker's claim: gives
     /// the item back and marks the key released (a retry reserves afresh), unless the worker
     /// already claimed the order.
-    fn release(&self, product_id: &str, key: &str) -> impl Future<Output = Result<Release, CacheError>> + Send;
+    /// Only the attempt that holds the reservation can release it.
+    fn release(
+        &self,
+        product_id: &str,
+        key: &str,
+        attempt: u64,
+    ) -> impl Future<Output = Result<Release, CacheError>> + Send;
 
     /// The worker's claim of a queued order before persisting it, atomically against `release`.
     fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, CacheError>> + Send;

@@ -84,12 +84,12 @@ impl RedisNode {
 pub enum RedisReq {
     SetStock(String, i64),
     Get(String),
-    Reserve(String, String),
-    Release(String, String),
+    Reserve(String, String, u64),
+    Release(String, String, u64),
     Claim(String),
     /// The separate steps of a non-atomic check (planted bug): decrement, remember the key.
     Decr(String),
-    RememberKey(String, bool),
+    RememberKey(String, bool, u64),
     Grant(String),
     Take(String),
     Admit {
@@ -138,16 +138,16 @@ pub async fn serve_redis(node: RedisNode) {
                     RedisResp::Done
                 }
                 RedisReq::Get(p) => RedisResp::Stock(m.stock.get(&p).copied()),
-                RedisReq::Reserve(p, k) => RedisResp::Reservation(m.reserve(&p, &k)),
-                RedisReq::Release(p, k) => RedisResp::Release(m.release(&p, &k)),
+                RedisReq::Reserve(p, k, a) => RedisResp::Reservation(m.reserve(&p, &k, a)),
+                RedisReq::Release(p, k, a) => RedisResp::Release(m.release(&p, &k, a)),
                 RedisReq::Claim(k) => RedisResp::Claim(m.claim(&k)),
                 RedisReq::Decr(p) => {
                     let s = m.stock.entry(p).or_insert(0);
                     *s -= 1;
                     RedisResp::Stock(Some(*s))
                 }
-                RedisReq::RememberKey(k, reserved) => {
-                    m.keys.insert(k, if reserved { KeyState::Reserved } else { KeyState::SoldOut });
+                RedisReq::RememberKey(k, reserved, a) => {
+                    m.keys.insert(k, if reserved { KeyState::Reserved(a) } else { KeyState::SoldOut });
                     RedisResp::Done
                 }
                 RedisReq::Grant(t) => {
@@ -208,7 +208,7 @@ impl StockCache for SimStockCache {
         }
     }
 
-    async fn reserve(&self, product_id: &str, key: &str) -> Result<Reservation, CacheError> {
+    async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
         if services::bugs::active(services::bugs::Bug::NonAtomicStockCheck) {
             // Planted bug: check, then act, in separate round trips.
             let stock = self.stock(product_id).await?;
@@ -216,20 +216,20 @@ impl StockCache for SimStockCache {
                 None => Ok(Reservation::NoSale),
                 Some(s) if s > 0 => {
                     self.call(RedisReq::Decr(product_id.into())).await?;
-                    self.call(RedisReq::RememberKey(key.into(), true)).await?;
+                    self.call(RedisReq::RememberKey(key.into(), true, attempt)).await?;
                     Ok(Reservation::Reserved)
                 }
                 Some(_) => Ok(Reservation::SoldOut),
             };
         }
-        match self.call(RedisReq::Reserve(product_id.into(), key.into())).await? {
+        match self.call(RedisReq::Reserve(product_id.into(), key.into(), attempt)).await? {
             RedisResp::Reservation(r) => Ok(r),
             other => odd(other),
         }
     }
 
-    async fn release(&self, product_id: &str, key: &str) -> Result<Release, CacheError> {
-        match self.call(RedisReq::Release(product_id.into(), key.into())).await? {
+    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
+        match self.call(RedisReq::Release(product_id.into(), key.into(), attempt)).await? {
             RedisResp::Release(r) => Ok(r),
             other => odd(other),
         }
