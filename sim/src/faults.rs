@@ -174,6 +174,17 @@ impl Injector {
         }
     }
 
+    /// A scripted outage: after `after`, kills `name`; restarts it `lasts` later.
+    pub fn outage(&self, name: &'static str, after: Duration, lasts: Duration) -> madsim::task::JoinHandle<()> {
+        let this = self.clone();
+        madsim::task::spawn(async move {
+            madsim::time::sleep(after).await;
+            this.crash(name);
+            madsim::time::sleep(lasts).await;
+            this.restart(name);
+        })
+    }
+
     /// Cuts the links between two groups of nodes, both ways.
     pub fn split(&self, side_a: &[String], side_b: &[String]) -> usize {
         let net = NetSim::current();

@@ -197,19 +197,18 @@ async fn serve_api(index: usize, gateway: SocketAddr, name: String) {
     let ep = Endpoint::bind(api_addr(index)).await.expect("bind api");
     ep.add_rpc_handler(move |req: HttpReq| {
         let (handler, name) = (handler.clone(), name.clone());
-        async move {
-            let reply = route_api(&handler, &req).await;
-            trace::record(
-                &name,
-                &format!(
-                    "{} {} key={:?} -> {} {}",
-                    req.method, req.path, req.idempotency_key, reply.status, reply.body
-                ),
-            );
-            HttpResp::from(reply)
-        }
+        async move { traced(&name, &req, route_api(&handler, &req).await) }
     });
     futures::future::pending::<()>().await;
+}
+
+/// Records an HTTP exchange in the trace and turns the reply into the answer.
+pub fn traced(node: &str, req: &HttpReq, reply: Reply) -> HttpResp {
+    trace::record(
+        node,
+        &format!("{} {} key={:?} -> {} {}", req.method, req.path, req.idempotency_key, reply.status, reply.body),
+    );
+    HttpResp::from(reply)
 }
 
 async fn route_api(handler: &CommandHandler<SimEventStore>, req: &HttpReq) -> Reply {

@@ -212,14 +212,7 @@ async fn serve_api(index: usize) {
                 }
                 _ => services::ledger::api::Reply::error(404, "not_found", None, "no such route"),
             };
-            trace::record(
-                &name,
-                &format!(
-                    "{} {} key={:?} -> {} {}",
-                    req.method, req.path, req.idempotency_key, reply.status, reply.body
-                ),
-            );
-            HttpResp::from(reply)
+            crate::ledger::world::traced(&name, &req, reply)
         }
     });
     futures::future::pending::<()>().await;
@@ -564,26 +557,14 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             }
         }
         OrdersScenario::KafkaDown => {
-            let injector = ctx.injector.clone();
-            let chaos = madsim::task::spawn(async move {
-                madsim::time::sleep(Duration::from_secs(2)).await;
-                injector.crash("kafka");
-                madsim::time::sleep(Duration::from_secs(5)).await;
-                injector.restart("kafka");
-            });
+            let chaos = ctx.injector.outage("kafka", Duration::from_secs(2), Duration::from_secs(5));
             run_clients(&mut ctx, users, 8, spread).await;
             let _ = chaos.await;
             let unavailable = ctx.answers.lock().expect("not poisoned").get(&503).copied().unwrap_or(0);
             ctx.expect(unavailable > 0, "no order was answered 503 while the broker was down");
         }
         OrdersScenario::PostgresDown => {
-            let injector = ctx.injector.clone();
-            let chaos = madsim::task::spawn(async move {
-                madsim::time::sleep(Duration::from_secs(2)).await;
-                injector.crash("orders-db");
-                madsim::time::sleep(Duration::from_secs(5)).await;
-                injector.restart("orders-db");
-            });
+            let chaos = ctx.injector.outage("orders-db", Duration::from_secs(2), Duration::from_secs(5));
             run_clients(&mut ctx, users, 8, spread).await;
             let _ = chaos.await;
             let history = ctx.history.events();
@@ -605,13 +586,7 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
         }
         OrdersScenario::RedisRestart => {
             ctx.redis_restarted = true;
-            let injector = ctx.injector.clone();
-            let chaos = madsim::task::spawn(async move {
-                madsim::time::sleep(Duration::from_secs(3)).await;
-                injector.crash("redis");
-                madsim::time::sleep(Duration::from_secs(1)).await;
-                injector.restart("redis");
-            });
+            let chaos = ctx.injector.outage("redis", Duration::from_secs(3), Duration::from_secs(1));
             // The operator's job: `orders reconcile` every two seconds during the sale.
             let kafka = ctx.world.kafka.clone();
             let node = Handle::current().create_node().name("operator").ip([10, 1, 9, 253].into()).build();
