@@ -5,6 +5,7 @@
 //! same code; everything that needs madsim's runtime is behind `cfg(madsim)`.
 
 pub mod history;
+pub mod http;
 pub mod ledger;
 pub mod orders;
 pub mod timeline;

@@ -1,8 +1,9 @@
 //! `testbed`: the command line of the simulation testbed.
 //!
-//! In both builds: `check` (linearizability of history files) and `list`. In the simulation
-//! build (`cargo testbed ...`) also `sweep` and `repro`. Exit codes are typed: 0 clean, 1 a
-//! violation, 2 usage, 3 unknown (a check's budget spent), 4 nondeterminism.
+//! In both builds: `check` (linearizability of history files), `timeline` and `list`. In the
+//! simulation build (`cargo testbed ...`) also `sweep`, `repro` and `shrink`; in the real build
+//! `real`. Exit codes are typed: 0 clean, 1 a violation, 2 usage, 3 unknown (a check's budget
+//! spent), 4 nondeterminism, 5 a real run that could not be set up.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,9 @@ pub const EXIT_VIOLATION: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the same seed gave two different traces.
 pub const EXIT_NONDETERMINISM: u8 = 4;
+/// Exit code: a real run could not be set up (a dependency missing, a service that would not
+/// start).
+pub const EXIT_SETUP: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +104,38 @@ enum Command {
         #[arg(long)]
         bug: Option<String>,
     },
+    /// Run a scenario on real infrastructure: the simulator's seeded workload over HTTP, faults
+    /// by killing, restarting, pausing (SIGSTOP) and resuming processes, the same checkers on
+    /// the recorded history and the stores' end state. Writes the services' logs, history.jsonl,
+    /// report.json and timeline.html. Exit 0 clean, 1 a violation, 5 setup failed.
+    #[cfg(not(madsim))]
+    Real {
+        /// ledger-chaos, concurrent-withdrawals, double-spend, flash-sale or worker-crash.
+        #[arg(long, value_parser = real_scenario)]
+        scenario: testbed::real::RealScenario,
+        /// Seeds the workload and the fault schedule (the same workload as the simulator's).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long clients run (mixed workload) or arrive (flash sale): 20s, 1500ms, 2m.
+        #[arg(long, default_value = "20s", value_parser = duration)]
+        duration: std::time::Duration,
+        /// Fault the containers of a running `docker compose up` deployment instead of local
+        /// processes the runner starts.
+        #[arg(long)]
+        compose: bool,
+        /// The compose file (with --compose).
+        #[arg(long, default_value = "docker-compose.yml", requires = "compose")]
+        compose_file: std::path::PathBuf,
+        /// Directory for this run's logs, history, report and timeline.
+        #[arg(long, default_value = "target/testbed/real")]
+        out: std::path::PathBuf,
+        /// Keep the run's databases.
+        #[arg(long)]
+        keep: bool,
+        /// Print the report as JSON last.
+        #[arg(long)]
+        json: bool,
+    },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
     /// Draw a history as a self-contained HTML timeline (lanes per client, faults as bands,
@@ -139,6 +175,34 @@ fn shard(value: &str) -> Result<(u64, u64), String> {
         Some((i, n)) if n >= 1 && i < n => Ok((i, n)),
         _ => Err("expected I/N with 0 <= I < N, as in 0/4".into()),
     }
+}
+
+#[cfg(not(madsim))]
+fn real_scenario(value: &str) -> Result<testbed::real::RealScenario, String> {
+    testbed::real::RealScenario::from_name(value).ok_or_else(|| {
+        let names: Vec<&str> = testbed::real::RealScenario::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown real scenario; one of: {}", names.join(", "))
+    })
+}
+
+/// `20s`, `1500ms`, `2m`, or plain seconds.
+#[cfg(not(madsim))]
+fn duration(value: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("expected a duration such as 20s or 1500ms, got {value:?}"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
+    };
+    if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+        return Err("the duration must be more than 0 and at most 1 hour".into());
+    }
+    Ok(d)
 }
 
 #[cfg(madsim)]
@@ -186,7 +250,86 @@ fn main() -> ExitCode {
         },
         #[cfg(madsim)]
         Command::Shrink { scenario, seed, bug } => sim::shrink_cmd(&scenario, seed, bug.as_deref()),
+        #[cfg(not(madsim))]
+        Command::Real { scenario, seed, duration, compose, compose_file, out, keep, json } => {
+            let out = out.join(format!("{}-{seed}", scenario.name()));
+            real_cmd(scenario, seed, duration, compose.then_some(compose_file), out, keep, json)
+        }
     })
+}
+
+#[cfg(not(madsim))]
+fn real_cmd(
+    scenario: testbed::real::RealScenario,
+    seed: u64,
+    duration: std::time::Duration,
+    compose: Option<std::path::PathBuf>,
+    out: std::path::PathBuf,
+    keep: bool,
+    json: bool,
+) -> u8 {
+    use testbed::real::{LocalTools, Mode, RealOptions};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let mode = match compose {
+        Some(file) => Mode::Compose { file },
+        None => match LocalTools::discover() {
+            Ok(tools) => Mode::Local(tools),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_SETUP;
+            }
+        },
+    };
+    let options = RealOptions { scenario, seed, duration, mode, out: out.clone(), keep };
+    println!("real {} seed {seed} for {duration:?}: {}", scenario.name(), scenario.about());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let report = match runtime.block_on(testbed::real::run(&options)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("logs: {}", out.join("logs").display());
+            return EXIT_SETUP;
+        }
+    };
+    let bands = testbed::real::fault_bands(&report.faults);
+    let page = testbed::sim::timeline::render(
+        &format!("real {} seed {seed}", scenario.name()),
+        &report.history,
+        &bands,
+        &testbed::sim::timeline::witness_ops(&report.history),
+    );
+    let _ = std::fs::write(out.join("timeline.html"), page);
+    println!(
+        "{} operations: {} ok, {} fail, {} info; {} persisted; {} faults; settled: {}; {:.1} s",
+        report.operations,
+        report.ok,
+        report.fail,
+        report.info,
+        report.persisted,
+        report.faults.len(),
+        report.settled,
+        report.wall_seconds
+    );
+    for fault in &report.faults {
+        println!("  fault at {:>6} ms: {} {}", fault.at_ms, fault.action, fault.role);
+    }
+    for v in &report.violations {
+        println!("VIOLATION {}: {}", v.invariant, v.message);
+    }
+    println!("history: {}", out.join("history.jsonl").display());
+    println!("timeline: {}", out.join("timeline.html").display());
+    println!("logs: {}", out.join("logs").display());
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("reports serialize"));
+    }
+    if report.passed() {
+        println!("clean");
+        EXIT_OK
+    } else {
+        EXIT_VIOLATION
+    }
 }
 
 fn timeline(history: &std::path::Path, faults: Option<&std::path::Path>, out: &std::path::Path) -> u8 {
@@ -262,7 +405,10 @@ fn list() -> u8 {
         );
     }
     #[cfg(not(madsim))]
-    eprintln!("scenarios and bugs belong to the simulation build: run `cargo testbed list`");
+    {
+        lines.extend(testbed::real::RealScenario::ALL.iter().map(|s| format!("real-scenario {}", s.name())));
+        eprintln!("simulated scenarios and bugs belong to the simulation build: run `cargo testbed list`");
+    }
     for line in lines {
         if writeln!(out, "{line}").is_err() {
             break;

@@ -60,17 +60,7 @@ pub fn lazy_pool(url: &str, connections_max: u32) -> Result<PgPool, SetupError> 
 /// # Errors
 /// [`SetupError`] when the server is unreachable or the name is not a plain identifier.
 pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
-    let options = connect_options(url)?;
-    let name = options.get_database().unwrap_or("postgres").to_string();
-    // CREATE DATABASE takes no bound parameters: the name is checked to be a plain identifier
-    // and quoted, the one place SQL is built from a string.
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(SetupError::Url(format!("database name {name:?} must be letters, digits and '_'")));
-    }
-    let admin = options.clone().database("postgres");
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&admin))
-        .await
-        .map_err(|_| SetupError::Database(sqlx::Error::PoolTimedOut))??;
+    let (name, mut conn) = admin_connection(url).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(&name)
         .fetch_optional(&mut conn)
@@ -84,6 +74,33 @@ pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
             Err(e) => return Err(e.into()),
         }
     }
+    conn.close().await?;
+    Ok(())
+}
+
+/// The database named in `url`, checked to be a plain identifier, and a connection to the
+/// server's `postgres` database. CREATE and DROP DATABASE take no bound parameters: the name is
+/// checked and quoted, the one place SQL is built from a string.
+async fn admin_connection(url: &str) -> Result<(String, PgConnection), SetupError> {
+    let options = connect_options(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(SetupError::Url(format!("database name {name:?} must be letters, digits and '_'")));
+    }
+    let admin = options.clone().database("postgres");
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&admin))
+        .await
+        .map_err(|_| SetupError::Database(sqlx::Error::PoolTimedOut))??;
+    Ok((name, conn))
+}
+
+/// Drops the database named in `url`, closing its connections (a real run's teardown).
+///
+/// # Errors
+/// [`SetupError`] when the server is unreachable or the name is not a plain identifier.
+pub async fn drop_database(url: &str) -> Result<(), SetupError> {
+    let (name, mut conn) = admin_connection(url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await?;
     conn.close().await?;
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! roles as nodes, clients, scenarios and invariants.
 
 pub mod invariants;
+pub mod workload;
+
+#[cfg(madsim)]
+pub mod client;
 
 #[cfg(madsim)]
 pub mod crdb;
@@ -11,7 +15,5 @@ pub mod jetstream;
 pub mod readdb;
 #[cfg(madsim)]
 pub mod scenario;
-#[cfg(madsim)]
-pub mod workload;
 #[cfg(madsim)]
 pub mod world;

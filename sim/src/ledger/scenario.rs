@@ -15,10 +15,11 @@ use serde_json::json;
 use services::bugs::Bug;
 use services::ports::ledger::{EventStore, ReadModel};
 
+use super::client;
 use super::crdb::{CrdbFaultRates, SimEventStore};
 use super::invariants::{self, OpRecord, Violation};
 use super::readdb::SimReadModel;
-use super::workload::{self, Client, Op, Outcome, WorkloadConfig};
+use super::workload::{self, Op, WorkloadConfig};
 use super::world::{LedgerWorld, WorldConfig};
 use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
@@ -175,10 +176,10 @@ fn dec(s: &str) -> Decimal {
 pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> LedgerRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rates = match scenario {
-        LedgerScenario::Chaos => CrdbFaultRates {
-            retry_on_contention: rng.gen_range(0.0..0.5),
-            ambiguous_commit: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
-        },
+        LedgerScenario::Chaos => {
+            let (retry_on_contention, ambiguous_commit) = workload::draw_chaos_rates(&mut rng);
+            CrdbFaultRates { retry_on_contention, ambiguous_commit }
+        }
         _ => CrdbFaultRates { retry_on_contention: 0.2, ambiguous_commit: 0.0 },
     };
     let api_nodes = match scenario {
@@ -253,26 +254,11 @@ async fn open_accounts(ctx: &mut Ctx, accounts: &[(String, Decimal)]) {
     let (history, ops, accounts) = (ctx.history.clone(), ctx.ops.clone(), accounts.to_vec());
     let api_nodes = ctx.world.config.api_nodes;
     node.spawn(async move {
-        let mut client = Client::new(SETUP_CLIENT, 1, api_nodes, history, ops).await;
-        for (account, balance) in accounts {
-            for attempt in 0..workload::CLIENT_ATTEMPTS_MAX {
-                let key = format!("open-{account}-{attempt}");
-                let op = Op::Open { account: account.clone(), balance };
-                match client.run(&op, &key, 0).await {
-                    Outcome::Ok { .. } => break,
-                    Outcome::Fail(e) if e == "account_exists" => break,
-                    _ => {}
-                }
-            }
-        }
+        let mut client = client::client(SETUP_CLIENT, 1, api_nodes, history, ops).await;
+        workload::open_accounts(&mut client, &accounts).await;
     })
     .await
     .expect("setup client finished");
-}
-
-fn draw_accounts(rng: &mut ChaCha8Rng, min: usize, max: usize) -> Vec<(String, Decimal)> {
-    let n = rng.gen_range(min..=max);
-    (0..n).map(|i| (format!("acct-{}", i + 1), Decimal::new(rng.gen_range(50..=500) * 100, 2))).collect()
 }
 
 /// Starts clients running the mixed workload; returns their join handles.
@@ -283,9 +269,9 @@ fn start_clients(ctx: &mut Ctx, config: WorkloadConfig, failover: bool) -> Vec<m
         let node = ctx.client_node();
         let (history, ops, config, seed) = (ctx.history.clone(), ctx.ops.clone(), config.clone(), ctx.seed);
         handles.push(node.spawn(async move {
-            let mut client = Client::new(index, config.clients, config.api_nodes, history, ops).await;
+            let mut client = client::client(index, config.clients, config.api_nodes, history, ops).await;
             client.failover = failover;
-            workload::run_mixed(seed, client, config).await;
+            client.run_mixed(seed, &config, |n| n < config.ops_per_client).await;
         }));
     }
     handles
@@ -307,16 +293,15 @@ fn mixed(ctx: &mut Ctx, accounts: Vec<(String, Decimal)>, clients: usize, ops: u
         accounts,
         clients,
         ops_per_client: ops,
-        mix: [30, 30, 20, 15, 5],
-        think_max: Duration::from_millis(100),
+        mix: workload::MIXED_MIX,
+        think_max: workload::MIXED_THINK_MAX,
         api_nodes: ctx.world.config.api_nodes,
     }
 }
 
 async fn chaos(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 3, 6);
+    let (accounts, clients) = workload::chaos_workload(&mut ctx.rng);
     open_accounts(ctx, &accounts).await;
-    let clients = ctx.rng.gen_range(8..=10);
     let config = mixed(ctx, accounts, clients, 60);
     let crashable: Vec<String> = ctx.world.nodes.keys().cloned().collect();
     let plan = FaultPlan::draw(&mut ctx.rng, crashable);
@@ -355,7 +340,7 @@ fn failed_unavailable(e: &HistoryEvent) -> bool {
 }
 
 async fn crdb_one_down(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 3, 4);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 3, 4);
     open_accounts(ctx, &accounts).await;
     let config = mixed(ctx, accounts, 4, 30);
     let handles = start_clients(ctx, config, true);
@@ -369,7 +354,7 @@ async fn crdb_one_down(ctx: &mut Ctx) {
 }
 
 async fn crdb_two_down(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 2, 3);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 2, 3);
     open_accounts(ctx, &accounts).await;
     let mut config = mixed(ctx, accounts, 3, 40);
     config.think_max = Duration::from_millis(400);
@@ -403,7 +388,7 @@ async fn crdb_two_down(ctx: &mut Ctx) {
 }
 
 async fn nats_down(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 2, 4);
     open_accounts(ctx, &accounts).await;
     let mut config = mixed(ctx, accounts, 4, 40);
     config.mix = [40, 30, 20, 5, 5];
@@ -428,7 +413,7 @@ async fn nats_down(ctx: &mut Ctx) {
 }
 
 async fn processor_crash(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 2, 4);
     open_accounts(ctx, &accounts).await;
     let mut config = mixed(ctx, accounts, 4, 40);
     config.mix = [50, 20, 20, 5, 5];
@@ -444,7 +429,7 @@ async fn processor_crash(ctx: &mut Ctx) {
 }
 
 async fn rebuild(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 3, 5);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 3, 5);
     open_accounts(ctx, &accounts).await;
     let config = mixed(ctx, accounts.clone(), 3, 20);
     let handles = start_clients(ctx, config, true);
@@ -479,7 +464,7 @@ async fn rebuild(ctx: &mut Ctx) {
 }
 
 async fn partition_minority(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 2, 3);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 2, 3);
     open_accounts(ctx, &accounts).await;
     let mut config = mixed(ctx, accounts, 2, 40);
     config.mix = [40, 30, 20, 10, 0];
@@ -491,7 +476,7 @@ async fn partition_minority(ctx: &mut Ctx) {
         let node = ctx.client_node();
         let (history, ops, config, seed) = (ctx.history.clone(), ctx.ops.clone(), config.clone(), ctx.seed);
         handles.push(node.spawn(async move {
-            let mut client = Client::new(index, 2, 2, history, ops).await;
+            let mut client = client::client(index, 2, 2, history, ops).await;
             client.failover = false;
             let mut rng = workload::client_rng(seed, index);
             for n in 0..config.ops_per_client {
@@ -532,7 +517,7 @@ async fn concurrent_withdrawals(ctx: &mut Ctx, clients: usize, balance: &str, am
         let (history, ops, account, amount) = (ctx.history.clone(), ctx.ops.clone(), account.clone(), dec(amount));
         let api_nodes = ctx.world.config.api_nodes;
         handles.push(node.spawn(async move {
-            let mut client = Client::new(index, clients, api_nodes, history, ops).await;
+            let mut client = client::client(index, clients, api_nodes, history, ops).await;
             client.run(&Op::Withdraw { account, amount }, &format!("w{index}"), index % api_nodes).await;
         }));
     }
@@ -549,7 +534,7 @@ async fn concurrent_withdrawals(ctx: &mut Ctx, clients: usize, balance: &str, am
 }
 
 async fn schema_evolution(ctx: &mut Ctx) {
-    let accounts = draw_accounts(&mut ctx.rng, 2, 4);
+    let accounts = workload::draw_accounts(&mut ctx.rng, 2, 4);
     open_accounts(ctx, &accounts).await;
     // A legacy writer's v1 deposits, before the currency field existed.
     for (n, (account, _)) in accounts.iter().enumerate() {

@@ -14,7 +14,6 @@ use madsim::net::Endpoint;
 use madsim::net::rpc::Request;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use serde::{Deserialize, Serialize};
 use services::ledger::api::{self, Reply};
 use services::ledger::command::{BugHooks, CommandHandler};
 use services::ledger::{processor, relay};
@@ -23,6 +22,7 @@ use services::ports::ledger::{EventPublisher, ReadModel};
 use super::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
 use super::jetstream::{self, JetStreamState, SimBus};
 use super::readdb::{self, ReadDbState, SimReadModel};
+pub use crate::http::{HttpReq, HttpResp};
 use crate::trace;
 
 /// Port of the command API on every api node.
@@ -36,24 +36,6 @@ pub fn api_addr(index: usize) -> SocketAddr {
 
 pub fn query_addr() -> SocketAddr {
     SocketAddr::from(([10, 0, 4, 100], QUERY_PORT))
-}
-
-/// An HTTP request, carried over the simulated network.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpReq {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub body: Vec<u8>,
-}
-
-/// An HTTP answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpResp {
-    pub status: u16,
-    pub body: serde_json::Value,
-    pub replayed: bool,
 }
 
 impl Request for HttpReq {

@@ -19,30 +19,26 @@ use services::orders::waiting_room::WaitingRoom;
 use services::orders::worker;
 
 use super::deps::{self, KafkaState, RedisNode, SimKafka, SimOrderStore, SimStockCache};
+pub use super::invariants::{
+    acknowledged_persisted, cache_matches_db, no_leaked_stock, no_oversell, one_order_per_key, stock_of,
+};
+use super::workload::{
+    self, ORDER_ATTEMPTS_MAX, ORDER_RETRY_PAUSE, ORDER_TIMEOUT, OrderAttempts, OrderStep, PRODUCT, ROOM_POLLS_MAX,
+};
 use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
+use crate::http::{HttpReq, HttpResp};
 use crate::ledger::invariants::{OpRecord, Violation};
-use crate::ledger::world::{HttpReq, HttpResp};
 use crate::trace;
 
-/// The product on sale in every scenario.
-pub const PRODUCT: &str = "sku-1";
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
 pub const DRAIN_MAX: Duration = Duration::from_secs(60);
-/// Attempts of one order by a client.
-pub const ORDER_ATTEMPTS_MAX: u32 = 5;
-/// How long a client waits for an answer.
-pub const ORDER_TIMEOUT: Duration = Duration::from_secs(3);
-/// Status polls of a client in the waiting room.
-pub const ROOM_POLLS_MAX: u32 = 50;
 /// Orders per user per second in the simulated API: low, so that users placing two orders at
 /// once meet the rate limit.
 pub const SIM_RATE_LIMIT: u32 = 1;
 /// Orders in flight per simulated API instance before the waiting room: low, so that bursts
 /// meet it.
 pub const SIM_IN_FLIGHT_MAX: usize = 3;
-/// Orders each user places (under different keys).
-pub const ORDERS_PER_USER: usize = 2;
 
 /// Every HTTP status the clients saw, over all attempts.
 pub type Answers = Arc<Mutex<BTreeMap<u16, u64>>>;
@@ -249,8 +245,11 @@ async fn serve_room() {
             let reply = match req.path.strip_prefix("/status/") {
                 Some(ticket) => room.status(cache.as_ref(), ticket).await,
                 None => {
-                    let user = req.query.clone().unwrap_or_default();
-                    room.join(&user, PRODUCT)
+                    let query = req.query.clone().unwrap_or_default();
+                    let param = |name: &str| {
+                        query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+                    };
+                    room.join(param("userId").unwrap_or(""), param("productId").unwrap_or(""))
                 }
             };
             HttpResp::from(reply)
@@ -261,75 +260,41 @@ async fn serve_room() {
 
 /// One user's order to its final answer; returns (outcome label, error or order id).
 async fn place_order(ep: &Endpoint, user: &str, key: &str, first_api: usize, answers: &Answers) -> (EventKind, String) {
-    let body = json!({"productId": PRODUCT, "userId": user}).to_string().into_bytes();
-    let mut ambiguous = false;
-    let mut last = String::from("unavailable");
+    let mut attempts = OrderAttempts::default();
     let mut admission: Option<String> = None;
     for attempt in 0..ORDER_ATTEMPTS_MAX {
         if attempt > 0 {
-            madsim::time::sleep(Duration::from_millis(300)).await;
+            madsim::time::sleep(ORDER_RETRY_PAUSE).await;
         }
-        let req = HttpReq {
-            method: "POST".into(),
-            path: "/order".into(),
-            query: admission.take(),
-            idempotency_key: Some(key.to_string()),
-            body: body.clone(),
-        };
+        let req = workload::order_request(PRODUCT, user, key, admission.take());
         let addr = api_addr((first_api + attempt as usize) % 2);
         let answer = match ep.call_timeout(addr, req, ORDER_TIMEOUT).await {
             Ok(answer) => answer,
             Err(_) => {
-                ambiguous = true;
+                attempts.timed_out();
                 continue;
             }
         };
-        let error = answer.body["error"].as_str().unwrap_or("").to_string();
         *answers.lock().expect("not poisoned").entry(answer.status).or_default() += 1;
-        match answer.status {
-            200 => return (EventKind::Ok, answer.body["orderId"].as_str().unwrap_or("").to_string()),
-            302 => admission = wait_in_room(ep, user).await,
-            409 if !ambiguous => return (EventKind::Fail, error),
-            429 => {
-                last = error;
-                madsim::time::sleep(Duration::from_secs(1)).await;
-            }
-            // The spec's own answer to a failed produce: the user sees an error page and leaves.
-            500 => return (if ambiguous { EventKind::Info } else { EventKind::Fail }, error),
-            // The reservation is parked under the key: the outcome is open until a retry lands.
-            503 if error == "queue_ambiguous" || error == "cache_ambiguous" => ambiguous = true,
-            503 => last = error,
-            _ if ambiguous => return (EventKind::Info, error),
-            _ => return (EventKind::Fail, error),
+        match attempts.answered(answer.status, &answer.body) {
+            OrderStep::Done(kind, detail) => return (kind, detail),
+            OrderStep::Retry => {}
+            OrderStep::RetryAfter(pause) => madsim::time::sleep(pause).await,
+            OrderStep::WaitingRoom => admission = wait_in_room(ep, user).await,
         }
     }
-    if ambiguous { (EventKind::Info, last) } else { (EventKind::Fail, last) }
+    attempts.finish()
 }
 
 async fn wait_in_room(ep: &Endpoint, user: &str) -> Option<String> {
-    let join = HttpReq {
-        method: "GET".into(),
-        path: "/waiting-room".into(),
-        query: Some(user.into()),
-        idempotency_key: None,
-        body: vec![],
-    };
-    let joined = ep.call_timeout(room_addr(), join, ORDER_TIMEOUT).await.ok()?;
+    let joined = ep.call_timeout(room_addr(), workload::room_join_request(PRODUCT, user), ORDER_TIMEOUT).await.ok()?;
     let ticket = joined.body["ticket"].as_u64()?;
     for _ in 0..ROOM_POLLS_MAX {
-        let status = HttpReq {
-            method: "GET".into(),
-            path: format!("/status/{ticket}"),
-            query: None,
-            idempotency_key: None,
-            body: vec![],
-        };
-        let answer = ep.call_timeout(room_addr(), status, ORDER_TIMEOUT).await.ok()?;
+        let answer = ep.call_timeout(room_addr(), workload::room_status_request(ticket), ORDER_TIMEOUT).await.ok()?;
         if let Some(token) = answer.body["admissionToken"].as_str() {
             return Some(token.to_string());
         }
-        madsim::time::sleep(Duration::from_millis(answer.body["retryAfterMs"].as_u64().unwrap_or(100).clamp(10, 1000)))
-            .await;
+        madsim::time::sleep(workload::room_poll_pause(&answer.body)).await;
     }
     None
 }
@@ -361,15 +326,8 @@ async fn init_sale(ctx: &mut Ctx, stock: u64) {
     let node = Handle::current().create_node().name("setup").ip([10, 1, 9, 250].into()).build();
     node.spawn(async move {
         let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
-        let body = json!({"productId": PRODUCT, "quantity": stock}).to_string().into_bytes();
         for attempt in 0..20 {
-            let req = HttpReq {
-                method: "POST".into(),
-                path: "/init".into(),
-                query: None,
-                idempotency_key: None,
-                body: body.clone(),
-            };
+            let req = workload::init_request(PRODUCT, stock);
             if let Ok(answer) = ep.call_timeout(api_addr(attempt % 2), req, ORDER_TIMEOUT).await
                 && answer.status == 200
             {
@@ -398,16 +356,11 @@ async fn run_clients(ctx: &mut Ctx, users: usize, clients: usize, spread: Durati
         let (history, ops, seed, answers) = (ctx.history.clone(), ctx.ops.clone(), ctx.seed, ctx.answers.clone());
         handles.push(node.spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind client");
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut rng = workload::client_rng(seed, c);
             let mut process = c as u64;
-            for user in (c..users).step_by(clients) {
-                madsim::time::sleep(Duration::from_millis(
-                    rng.gen_range(0..=spread.as_millis() as u64 / (users / clients).max(1) as u64),
-                ))
-                .await;
-                // Slots `n` and `n + 1` belong to one user and go to two clients at once.
-                let user_id = format!("user-{}", user / ORDERS_PER_USER);
-                let key = format!("order-{user}");
+            for slot in workload::slots(c, clients, users) {
+                madsim::time::sleep(workload::arrival_pause(&mut rng, spread, users, clients)).await;
+                let (user_id, key) = workload::slot_user_and_key(slot);
                 let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", trace::now_nanos());
                 invoke.key = Some(PRODUCT.into());
                 invoke.value = Some(json!(user_id));
@@ -484,11 +437,9 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
         answers: Answers::default(),
     };
     madsim::time::sleep(Duration::from_millis(200)).await;
-    let stock = ctx.rng.gen_range(20..=80u64);
+    let (stock, users) = workload::draw_sale(&mut ctx.rng);
     init_sale(&mut ctx, stock).await;
-    // Twice as many orders as items: the sale sells out.
-    let users = stock as usize * 2;
-    let spread = Duration::from_secs(10);
+    let spread = workload::SALE_SPREAD;
     match scenario {
         OrdersScenario::FlashSale => {
             let crashable: Vec<String> = ctx.world.nodes.keys().cloned().collect();
@@ -649,75 +600,6 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
     let history = ctx.history.events();
     let events = db.orders.len();
     OrdersRun { history, ops, faults: ctx.injector.records(), violations, events }
-}
-
-fn stock_of(db: &OrderDb) -> (i64, i64) {
-    db.products.get(PRODUCT).copied().unwrap_or((0, 0))
-}
-
-/// No oversell: orders never exceed the stock, the stock is never negative, and stock plus
-/// orders is the initial stock.
-pub fn no_oversell(db: &OrderDb, initial: i64) -> Vec<Violation> {
-    let (stock, _) = stock_of(db);
-    let orders = db.orders.values().filter(|o| o.product_id == PRODUCT).count() as i64;
-    let mut out = Vec::new();
-    if orders > initial || stock < 0 || stock + orders != initial {
-        out.push(Violation::new(
-            "no-oversell",
-            format!("{orders} orders and stock {stock} for an initial stock of {initial}"),
-        ));
-    }
-    out
-}
-
-/// Every acknowledged order is persisted.
-pub fn acknowledged_persisted(ops: &[OpRecord], db: &OrderDb) -> Vec<Violation> {
-    ops.iter()
-        .filter(|op| op.outcome == "ok" && !db.keys.contains_key(&op.key))
-        .map(|op| {
-            Violation::new("acknowledged-persisted", format!("order {} was accepted but never persisted", op.key))
-        })
-        .collect()
-}
-
-/// One order per idempotency key.
-pub fn one_order_per_key(db: &OrderDb) -> Vec<Violation> {
-    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
-    for order in db.orders.values() {
-        *per_key.entry(order.idempotency_key.as_str()).or_default() += 1;
-    }
-    per_key
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(k, n)| Violation::new("one-order-per-key", format!("key {k} has {n} orders")))
-        .collect()
-}
-
-/// Without a Redis restart, once the worker drained, Redis offers what PostgreSQL holds, less
-/// at most one item per order whose outcome stayed unknown and that was never persisted (a
-/// reservation the client abandoned; reconcile returns it). Any other gap is leaked stock.
-pub fn no_leaked_stock(cache: &services::orders::mem::CacheState, db: &OrderDb, ops: &[OpRecord]) -> Vec<Violation> {
-    let (db_stock, _) = stock_of(db);
-    let abandoned = ops.iter().filter(|op| op.outcome == "info" && !db.keys.contains_key(&op.key)).count() as i64;
-    match cache.stock.get(PRODUCT) {
-        Some(cached) if *cached < db_stock - abandoned => vec![Violation::new(
-            "no-leaked-stock",
-            format!("Redis offers {cached} while PostgreSQL holds {db_stock} ({abandoned} abandoned): items leaked"),
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// After reconciliation with nothing in flight, Redis equals PostgreSQL.
-pub fn cache_matches_db(cache: &services::orders::mem::CacheState, db: &OrderDb) -> Vec<Violation> {
-    let (db_stock, _) = stock_of(db);
-    match cache.stock.get(PRODUCT) {
-        Some(cached) if *cached == db_stock => Vec::new(),
-        other => vec![Violation::new(
-            "cache-matches-db",
-            format!("after reconcile Redis has {other:?}, PostgreSQL {db_stock}"),
-        )],
-    }
 }
 
 /// Once reconciled, a fresh order is refused as sold out only when PostgreSQL has no stock.

@@ -1,0 +1,347 @@
+//! The ledger on real infrastructure: deploy, drive the seeded workload, inject faults, heal,
+//! settle, read the event store and the read model back, and check.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use services::adapters::pg::{self, PgEventStore, PgReadModel};
+use services::ports::ledger::{BalanceView, EventStore, ReadModel, RecordedEvent};
+use sim::history::{EventKind, History};
+use sim::ledger::invariants::{self, OpRecord, Violation};
+use sim::ledger::workload::{self, Client, Op, WorkloadConfig};
+
+use super::procs::{Backend, Compose, Local, Spec, free_port};
+use super::transport::{Http, LedgerTransport};
+use super::{
+    CLIENTS_GRACE_MAX, Clock, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX, SETTLE_POLL,
+};
+
+/// Command API instances of a local deployment (clients fail over between them).
+pub const LOCAL_API_INSTANCES: usize = 2;
+/// Connections per pool of each local role.
+pub const LOCAL_POOL_MAX: u32 = 8;
+/// Events read per page when reading the store back.
+pub const READ_PAGE: usize = 1000;
+/// The process id of the client that opens the accounts (as in the simulator).
+pub const SETUP_CLIENT: usize = 9999;
+
+/// A deployed ledger.
+struct Deployment {
+    apis: Vec<String>,
+    query: String,
+    events_url: String,
+    read_url: String,
+    backend: Backend,
+    /// Databases to drop at the end (local runs).
+    databases: Vec<String>,
+    /// Put before account ids and keys against a deployment that outlives runs.
+    prefix: String,
+}
+
+async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str) -> Result<Deployment, RealError> {
+    let local = Local::new(&options.out.join("logs"))?;
+    let nats_port = free_port()?;
+    let store = options.out.join("nats-store");
+    std::fs::create_dir_all(&store).map_err(|e| RealError::Setup(e.to_string()))?;
+    local
+        .add(Spec {
+            name: "nats".into(),
+            program: tools.nats_server.clone(),
+            args: vec!["-a".into(), "127.0.0.1".into(), "-p".into(), nats_port.to_string(), "-js".into(), "-sd".into()]
+                .into_iter()
+                .chain([store.display().to_string()])
+                .collect(),
+            env: vec![],
+            port: Some(nats_port),
+        })
+        .await?;
+    let events_url = format!("{}/{id}_events", tools.postgres);
+    let read_url = format!("{}/{id}_read", tools.postgres);
+    let env = [
+        ("LEDGER_DATABASE_URL".to_string(), events_url.clone()),
+        ("READ_DATABASE_URL".to_string(), read_url.clone()),
+        ("NATS_URL".to_string(), format!("nats://127.0.0.1:{nats_port}")),
+        ("LEDGER_POOL_MAX".to_string(), LOCAL_POOL_MAX.to_string()),
+        ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+    ];
+    let role = |name: &str, role: &str, extra: Vec<(String, String)>, port: Option<u16>| Spec {
+        name: name.into(),
+        program: tools.ledger.clone(),
+        args: vec![role.into()],
+        env: env.iter().cloned().chain(extra).collect(),
+        port,
+    };
+    local.run_once(role("migrate", "migrate", vec![], None)).await?;
+    let mut apis = Vec::new();
+    for i in 0..LOCAL_API_INSTANCES {
+        let port = free_port()?;
+        let addr = ("LEDGER_API_ADDR".to_string(), format!("127.0.0.1:{port}"));
+        local.add(role(&format!("api-{}", i + 1), "api", vec![addr], Some(port))).await?;
+        apis.push(format!("http://127.0.0.1:{port}"));
+    }
+    let query_port = free_port()?;
+    let addr = ("LEDGER_QUERY_ADDR".to_string(), format!("127.0.0.1:{query_port}"));
+    local.add(role("query", "query", vec![addr], Some(query_port))).await?;
+    local.add(role("relay", "relay", vec![], None)).await?;
+    local.add(role("processor", "processor", vec![], None)).await?;
+    Ok(Deployment {
+        apis,
+        query: format!("http://127.0.0.1:{query_port}"),
+        events_url: events_url.clone(),
+        read_url: read_url.clone(),
+        backend: Backend::Local(local),
+        databases: vec![events_url, read_url],
+        prefix: String::new(),
+    })
+}
+
+fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
+    let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(default.into());
+    Deployment {
+        apis: vec![var("TESTBED_LEDGER_API", "http://127.0.0.1:4000")],
+        query: var("TESTBED_LEDGER_QUERY", "http://127.0.0.1:4001"),
+        events_url: var("LEDGER_DATABASE_URL", "postgres://root@127.0.0.1:26257/ledger?sslmode=disable"),
+        read_url: var("READ_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/ledger_read"),
+        backend: Backend::Compose(Compose::new(file)),
+        databases: vec![],
+        prefix: format!("{id}-"),
+    }
+}
+
+/// Runs a ledger scenario.
+pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
+    let started = Instant::now();
+    let id = super::run_id(options.seed);
+    let deployment = match &options.mode {
+        Mode::Local(tools) => deploy_local(options, tools, &id).await?,
+        Mode::Compose { file } => deploy_compose(file, &id),
+    };
+    let result = drive(options, &deployment, started).await;
+    if let Backend::Local(local) = &deployment.backend {
+        local.shutdown();
+    }
+    if !options.keep {
+        for url in &deployment.databases {
+            if let Err(e) = pg::drop_database(url).await {
+                tracing::warn!(error = %e, "could not drop {url}");
+            }
+        }
+    }
+    result
+}
+
+async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Result<RealReport, RealError> {
+    let clock = Clock::start();
+    let transport = LedgerTransport {
+        http: Http::new(services::ledger::api::IDEMPOTENCY_HEADER, std::env::var("LEDGER_API_TOKEN").ok())?,
+        apis: Arc::new(d.apis.clone()),
+        query: d.query.clone(),
+        clock,
+    };
+    let history = History::new();
+    let ops: Arc<Mutex<Vec<OpRecord>>> = Arc::default();
+    let api_nodes = d.apis.len();
+    let client = |index: usize, clients: usize| {
+        let mut c = Client::new(index, clients, api_nodes, transport.clone(), history.clone(), ops.clone());
+        c.key_prefix = d.prefix.clone();
+        c
+    };
+    let rename = |accounts: Vec<(String, Decimal)>| -> Vec<(String, Decimal)> {
+        accounts.into_iter().map(|(a, b)| (format!("{}{a}", d.prefix), b)).collect()
+    };
+    let mut expectations = Vec::new();
+    let mut faults = Vec::new();
+    match options.scenario {
+        RealScenario::LedgerChaos | RealScenario::ReadModelRebuild => {
+            // The simulator's draws, in its order: for ledger-chaos CockroachDB's rates
+            // (simulated only), the accounts, the clients; for the rebuild 3 to 5 accounts.
+            let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+            let (accounts, clients) = if options.scenario == RealScenario::LedgerChaos {
+                let _ = workload::draw_chaos_rates(&mut rng);
+                workload::chaos_workload(&mut rng)
+            } else {
+                (workload::draw_accounts(&mut rng, 3, 5), 3)
+            };
+            let accounts = rename(accounts);
+            workload::open_accounts(&mut client(SETUP_CLIENT, 1), &accounts).await;
+            let config = Arc::new(WorkloadConfig {
+                accounts,
+                clients,
+                ops_per_client: usize::MAX,
+                mix: workload::MIXED_MIX,
+                think_max: workload::MIXED_THINK_MAX,
+                api_nodes,
+            });
+            let deadline = Instant::now() + options.duration;
+            let mut tasks = tokio::task::JoinSet::new();
+            for index in 0..clients {
+                let (mut c, config, seed) = (client(index, clients), config.clone(), options.seed);
+                tasks.spawn(async move { c.run_mixed(seed, &config, |_| Instant::now() < deadline).await });
+            }
+            let steps = super::draw_faults(options.seed, options.scenario.fault_roles(), options.duration);
+            faults = super::run_faults(&d.backend, &steps, clock).await?;
+            join(&mut tasks, options.duration, &mut expectations).await;
+            if options.scenario == RealScenario::ReadModelRebuild {
+                corrupt_and_rebuild(d, &config.accounts, &mut expectations).await?;
+            }
+        }
+        RealScenario::ConcurrentWithdrawals | RealScenario::DoubleSpend => {
+            let (clients, balance, amount) = if options.scenario == RealScenario::DoubleSpend {
+                (2, Decimal::new(10000, 2), Decimal::new(10000, 2))
+            } else {
+                (100, Decimal::new(10000, 2), Decimal::new(1000, 2))
+            };
+            let account = format!("{}acct-1", d.prefix);
+            workload::open_accounts(&mut client(SETUP_CLIENT, 1), &[(account.clone(), balance)]).await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for index in 0..clients {
+                let mut c = client(index, clients);
+                let (op, key) = (Op::Withdraw { account: account.clone(), amount }, format!("{}w{index}", d.prefix));
+                tasks.spawn(async move {
+                    c.run(&op, &key, index % api_nodes).await;
+                });
+            }
+            join(&mut tasks, options.duration, &mut expectations).await;
+            let expected = (balance / amount).trunc().min(Decimal::from(clients));
+            let events = history.events();
+            let done: Vec<_> = events.iter().filter(|e| e.f == "withdraw" && e.kind != EventKind::Invoke).collect();
+            let ok = done.iter().filter(|e| e.kind == EventKind::Ok).count();
+            let refused = done.iter().filter(|e| e.error.as_deref() == Some("insufficient_funds")).count();
+            if Decimal::from(ok) != expected || ok + refused != clients {
+                expectations.push(Violation::new(
+                    "scenario-expectation",
+                    format!("{ok} of {clients} withdrawals succeeded and {refused} were refused; expected {expected} and the rest"),
+                ));
+            }
+        }
+        other => return Err(RealError::Setup(format!("{} is not a ledger scenario", other.name()))),
+    }
+    d.backend.heal(options.scenario.fault_roles()).await?;
+    let store = PgEventStore::new(pool(&d.events_url)?);
+    let read = PgReadModel::new(pool(&d.read_url)?);
+    let settled = settle(&store, &read, &d.prefix).await;
+    let (events, views) = end_state(&store, &read, &d.prefix).await?;
+    let history = history.events();
+    let ops = ops.lock().expect("not poisoned").clone();
+    let mut violations = expectations;
+    violations.extend(invariants::no_negative_balance(&history, &events));
+    violations.extend(invariants::conservation(&history, &events));
+    violations.extend(invariants::one_effect_per_key(&ops, &events));
+    violations.extend(invariants::convergence(&events, &views));
+    violations.extend(invariants::linearizable(&history));
+    store.pool().close().await;
+    read.pool().close().await;
+    let mut report = RealReport::new(options, &ops, history, started);
+    report.persisted = events.len();
+    report.faults = faults;
+    report.violations = violations;
+    report.settled = settled;
+    Ok(report)
+}
+
+/// Settles, corrupts two views by hand, requires the convergence check to see it, then
+/// rebuilds the read model from the events (the `ledger rebuild` role's code).
+async fn corrupt_and_rebuild(
+    d: &Deployment,
+    accounts: &[(String, Decimal)],
+    expectations: &mut Vec<Violation>,
+) -> Result<(), RealError> {
+    let store = PgEventStore::new(pool(&d.events_url)?);
+    let read = PgReadModel::new(pool(&d.read_url)?);
+    if !settle(&store, &read, &d.prefix).await {
+        expectations.push(Violation::new("scenario-expectation", "did not settle before the corruption"));
+        return Ok(());
+    }
+    let sql = |e: sqlx::Error| RealError::Store(e.to_string());
+    sqlx::query("UPDATE account_balances SET balance = 9999999 WHERE account_id = $1")
+        .bind(&accounts[0].0)
+        .execute(read.pool())
+        .await
+        .map_err(sql)?;
+    sqlx::query("DELETE FROM account_balances WHERE account_id = $1")
+        .bind(&accounts[1].0)
+        .execute(read.pool())
+        .await
+        .map_err(sql)?;
+    let (events, views) = end_state(&store, &read, &d.prefix).await?;
+    let found = invariants::convergence(&events, &views);
+    tracing::info!(?found, "after the corruption");
+    if found.is_empty() {
+        expectations.push(Violation::new("scenario-expectation", "the corruption went unnoticed"));
+    }
+    let replayed = read.rebuild(&store).await.map_err(|e| RealError::Store(format!("rebuild: {e}")))?;
+    tracing::info!(replayed, "read model rebuilt");
+    store.pool().close().await;
+    read.pool().close().await;
+    Ok(())
+}
+
+fn pool(url: &str) -> Result<sqlx::PgPool, RealError> {
+    pg::lazy_pool(url, 2).map_err(|e| RealError::Store(e.to_string()))
+}
+
+/// Waits for the clients, at most the duration and a grace; clients still running then are a
+/// liveness failure.
+pub(super) async fn join(tasks: &mut tokio::task::JoinSet<()>, duration: Duration, expectations: &mut Vec<Violation>) {
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                expectations.push(Violation::new("no-panic", format!("a client task failed: {e}")));
+            }
+        }
+    };
+    if tokio::time::timeout(duration + CLIENTS_GRACE_MAX, all).await.is_err() {
+        tasks.abort_all();
+        expectations.push(Violation::new("liveness", "clients did not finish their operations in time"));
+    }
+}
+
+/// Waits until the outbox is empty and the read model equals the store's fold.
+async fn settle(store: &PgEventStore, read: &PgReadModel, prefix: &str) -> bool {
+    let deadline = Instant::now() + SETTLE_MAX;
+    loop {
+        let backlog = store.backlog().await.unwrap_or(u64::MAX);
+        if backlog == 0
+            && let Ok((events, views)) = end_state(store, read, prefix).await
+            && invariants::convergence(&events, &views).is_empty()
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(backlog, "the ledger did not settle");
+            return false;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Every event and view of this run's accounts.
+async fn end_state(
+    store: &PgEventStore,
+    read: &PgReadModel,
+    prefix: &str,
+) -> Result<(Vec<RecordedEvent>, Vec<BalanceView>), RealError> {
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.read_all(after.clone(), READ_PAGE).await.map_err(|e| RealError::Store(e.to_string()))?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.stream_id.clone(), last.version));
+        let full = page.len() == READ_PAGE;
+        events.extend(page.into_iter().filter(|e| e.stream_id.starts_with(prefix)));
+        if !full {
+            break;
+        }
+    }
+    let views = read
+        .all_balances()
+        .await
+        .map_err(|e| RealError::Store(e.to_string()))?
+        .into_iter()
+        .filter(|v| v.account_id.starts_with(prefix))
+        .collect();
+    Ok((events, views))
+}

@@ -1,0 +1,396 @@
+//! `testbed real`: the simulator's seeded workloads and checkers on real infrastructure.
+//!
+//! A run deploys the services (local processes the runner starts itself, on databases, a
+//! nats-server, a redis-server and a broker of its own; or a running `docker compose`
+//! deployment), drives their HTTP APIs with the same seeded operations the simulator sends,
+//! injects faults by killing, restarting, pausing and resuming processes, records what clients
+//! saw as a history in the simulator's format, heals, waits for the system to settle, and runs
+//! the same invariants on the history and on the end state it reads back from the stores.
+//!
+//! Real runs are not deterministic (the scheduler, the network and the services' timing are
+//! real); the seed fixes the workload and the fault schedule, not the interleaving.
+
+pub mod ledger;
+pub mod orders;
+pub mod procs;
+pub mod transport;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use sim::history::HistoryEvent;
+use sim::ledger::invariants::{OpRecord, Violation};
+
+use procs::{Action, Backend};
+
+/// Every role a fault can reach.
+pub const FAULT_ROLES: [&str; 6] = ["nats", "relay", "processor", "redis", "broker", "worker"];
+/// The shortest gap between two faults of a schedule.
+pub const FAULT_GAP_MIN: Duration = Duration::from_millis(500);
+/// The longest gap between two faults of a schedule.
+pub const FAULT_GAP_MAX: Duration = Duration::from_millis(2500);
+/// The shortest time a fault holds.
+pub const FAULT_HOLD_MIN: Duration = Duration::from_millis(300);
+/// The longest time a fault holds.
+pub const FAULT_HOLD_MAX: Duration = Duration::from_millis(3000);
+/// Longest a real run waits, after heal, for the system to settle (outbox drained, read model
+/// converged, worker caught up).
+pub const SETTLE_MAX: Duration = Duration::from_secs(90);
+/// How often settling is polled.
+pub const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// Longest the clients may run past the requested duration before they are abandoned.
+pub const CLIENTS_GRACE_MAX: Duration = Duration::from_secs(120);
+
+/// A real run that could not be carried out (as opposed to one whose checks failed).
+#[derive(Debug, thiserror::Error)]
+pub enum RealError {
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// A scenario of the real runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RealScenario {
+    LedgerChaos,
+    ConcurrentWithdrawals,
+    DoubleSpend,
+    ReadModelRebuild,
+    FlashSale,
+    WorkerCrash,
+}
+
+impl RealScenario {
+    pub const ALL: [RealScenario; 6] = [
+        RealScenario::LedgerChaos,
+        RealScenario::ConcurrentWithdrawals,
+        RealScenario::DoubleSpend,
+        RealScenario::ReadModelRebuild,
+        RealScenario::FlashSale,
+        RealScenario::WorkerCrash,
+    ];
+
+    /// The simulator's scenario of the same name draws the same workload from a seed.
+    pub fn name(self) -> &'static str {
+        match self {
+            RealScenario::LedgerChaos => "ledger-chaos",
+            RealScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
+            RealScenario::DoubleSpend => "double-spend",
+            RealScenario::ReadModelRebuild => "read-model-rebuild",
+            RealScenario::FlashSale => "flash-sale",
+            RealScenario::WorkerCrash => "worker-crash",
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            RealScenario::LedgerChaos => {
+                "the mixed ledger workload while the processor, the relay and NATS are killed and paused"
+            }
+            RealScenario::ConcurrentWithdrawals => "100 concurrent withdrawals of 10.00 on 100.00: exactly 10 succeed",
+            RealScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
+            RealScenario::ReadModelRebuild => {
+                "the read model is corrupted by hand: the convergence check must see it, and a rebuild repair it"
+            }
+            RealScenario::FlashSale => "a flash sale while the worker and Redis are killed and paused",
+            RealScenario::WorkerCrash => "the worker is killed three times mid-sale: nothing lost, nothing doubled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RealScenario> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The roles its faults reach.
+    pub fn fault_roles(self) -> &'static [&'static str] {
+        match self {
+            RealScenario::LedgerChaos => &["processor", "nats", "relay"],
+            RealScenario::ConcurrentWithdrawals | RealScenario::DoubleSpend | RealScenario::ReadModelRebuild => &[],
+            RealScenario::FlashSale => &["worker", "redis"],
+            RealScenario::WorkerCrash => &["worker"],
+        }
+    }
+
+    fn is_ledger(self) -> bool {
+        !matches!(self, RealScenario::FlashSale | RealScenario::WorkerCrash)
+    }
+}
+
+/// Where the services run.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The runner starts every role and dependency (except PostgreSQL) as a local process.
+    Local(LocalTools),
+    /// A running `docker compose` deployment, on its published ports.
+    Compose { file: PathBuf },
+}
+
+/// The programs a local run starts.
+#[derive(Debug, Clone)]
+pub struct LocalTools {
+    pub ledger: PathBuf,
+    pub orders: PathBuf,
+    pub nats_server: PathBuf,
+    pub redis_server: PathBuf,
+    pub tansu: PathBuf,
+    /// The local PostgreSQL, where each run creates databases of its own.
+    pub postgres: String,
+}
+
+impl LocalTools {
+    /// The service binaries beside the running executable (`cargo build --bins` puts them
+    /// there), the dependencies on `PATH`, tansu from `TANSU_BIN` or the CI cache, and
+    /// PostgreSQL from `TESTBED_POSTGRES` (default the local server).
+    pub fn discover() -> Result<LocalTools, RealError> {
+        let exe = std::env::current_exe().map_err(|e| RealError::Setup(e.to_string()))?;
+        let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Integration tests run from target/*/deps; the binaries are one level up.
+        let beside = |name: &str| -> Result<PathBuf, RealError> {
+            [dir.join(name), dir.join("..").join(name)].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+                RealError::Setup(format!(
+                    "the `{name}` binary is not beside {}: build the services first with \
+                     `cargo build --release --bins` (or set TESTBED_{}_BIN)",
+                    exe.display(),
+                    name.to_uppercase()
+                ))
+            })
+        };
+        let bin = |name: &str| -> Result<PathBuf, RealError> {
+            match std::env::var(format!("TESTBED_{}_BIN", name.to_uppercase())) {
+                Ok(path) if !path.is_empty() => Ok(path.into()),
+                _ => beside(name),
+            }
+        };
+        let tansu = std::env::var("TANSU_BIN").ok().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+            let cached =
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/testbed/tansu/bin/tansu");
+            if cached.is_file() { cached } else { PathBuf::from("tansu") }
+        });
+        Ok(LocalTools {
+            ledger: bin("ledger")?,
+            orders: bin("orders")?,
+            nats_server: "nats-server".into(),
+            redis_server: "redis-server".into(),
+            tansu,
+            postgres: std::env::var("TESTBED_POSTGRES")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into()),
+        })
+    }
+}
+
+/// What a real run is asked to do.
+#[derive(Debug, Clone)]
+pub struct RealOptions {
+    pub scenario: RealScenario,
+    pub seed: u64,
+    /// How long clients issue operations (the mixed workload) or arrive (the flash sale).
+    pub duration: Duration,
+    pub mode: Mode,
+    /// Where the services' logs, the history and the report go.
+    pub out: PathBuf,
+    /// Keep the run's databases (local mode) for inspection.
+    pub keep: bool,
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultLog {
+    /// Milliseconds since the run began.
+    pub at_ms: u64,
+    pub action: String,
+    pub role: String,
+}
+
+/// What a real run saw and what the checkers found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RealReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub mode: String,
+    pub operations: usize,
+    /// Final outcomes: ok, fail, info.
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+    /// Events in the store (ledger) or orders persisted (orders).
+    pub persisted: usize,
+    pub faults: Vec<FaultLog>,
+    pub violations: Vec<Violation>,
+    pub settled: bool,
+    pub wall_seconds: f64,
+    #[serde(skip)]
+    pub history: Vec<HistoryEvent>,
+}
+
+impl RealReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn new(options: &RealOptions, ops: &[OpRecord], history: Vec<HistoryEvent>, started: Instant) -> RealReport {
+        let count = |label: &str| ops.iter().filter(|o| o.outcome == label).count();
+        RealReport {
+            scenario: options.scenario.name().into(),
+            seed: options.seed,
+            mode: match options.mode {
+                Mode::Local(_) => "local".into(),
+                Mode::Compose { .. } => "compose".into(),
+            },
+            operations: ops.len(),
+            ok: count("ok"),
+            fail: count("fail"),
+            info: count("info"),
+            persisted: 0,
+            faults: Vec::new(),
+            violations: Vec::new(),
+            settled: false,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            history,
+        }
+    }
+}
+
+/// The run's clock: history times are nanoseconds since the run began.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock { start: Instant::now() }
+    }
+
+    pub fn nanos(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn millis(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// One fault of a schedule: at `at`, `action` on `role`, undone after `hold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultStep {
+    pub at: Duration,
+    pub role: String,
+    pub action: Action,
+    pub hold: Duration,
+}
+
+/// A seeded schedule of faults over `duration`, one at a time: each a kill (undone by a start)
+/// or a pause (undone by a resume) of one of `roles`, all undone by 80% of the duration.
+pub fn draw_faults(seed: u64, roles: &[&str], duration: Duration) -> Vec<FaultStep> {
+    let mut steps = Vec::new();
+    if roles.is_empty() {
+        return steps;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4EA1_FA17);
+    let end = duration.mul_f64(0.8);
+    let ms = |d: Duration| d.as_millis() as u64;
+    let mut t = Duration::ZERO;
+    loop {
+        t += Duration::from_millis(rng.gen_range(ms(FAULT_GAP_MIN)..=ms(FAULT_GAP_MAX)));
+        if t + FAULT_HOLD_MIN > end {
+            break;
+        }
+        let hold_max = ms(FAULT_HOLD_MAX).min(ms(end - t)).max(ms(FAULT_HOLD_MIN));
+        let hold = Duration::from_millis(rng.gen_range(ms(FAULT_HOLD_MIN)..=hold_max));
+        let role = roles[rng.gen_range(0..roles.len())].to_string();
+        let action = if rng.gen_bool(0.5) { Action::Kill } else { Action::Pause };
+        steps.push(FaultStep { at: t, role, action, hold });
+        t += hold;
+    }
+    steps
+}
+
+/// Carries out a schedule; returns what happened. Stops at the first fault that cannot be
+/// applied (the run then fails with that error).
+pub async fn run_faults(backend: &Backend, steps: &[FaultStep], clock: Clock) -> Result<Vec<FaultLog>, RealError> {
+    let mut log = Vec::new();
+    for step in steps {
+        let now = Duration::from_nanos(clock.nanos());
+        if step.at > now {
+            tokio::time::sleep(step.at - now).await;
+        }
+        let undo = if step.action == Action::Kill { Action::Start } else { Action::Resume };
+        for (action, wait) in [(step.action, step.hold), (undo, Duration::ZERO)] {
+            let at_ms = clock.millis();
+            backend.act(action, &step.role).await?;
+            tracing::info!(role = %step.role, action = action.name(), at_ms, "fault");
+            log.push(FaultLog { at_ms, action: action.name().into(), role: step.role.clone() });
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(log)
+}
+
+/// The faults of a run as timeline bands: each kill until its start, each pause until its
+/// resume (open when the run ended first).
+pub fn fault_bands(faults: &[FaultLog]) -> Vec<sim::timeline::Band> {
+    let mut bands = Vec::new();
+    for (i, fault) in faults.iter().enumerate() {
+        let undo = match fault.action.as_str() {
+            "kill" => "start",
+            "pause" => "resume",
+            _ => continue,
+        };
+        let end =
+            faults[i + 1..].iter().find(|f| f.role == fault.role && f.action == undo).map(|f| f.at_ms * 1_000_000);
+        bands.push(sim::timeline::Band {
+            label: format!("{} {}", fault.action, fault.role),
+            start: fault.at_ms * 1_000_000,
+            end,
+        });
+    }
+    bands
+}
+
+/// Runs a scenario on real infrastructure; writes `history.jsonl` and `report.json` to the
+/// output directory.
+pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
+    std::fs::create_dir_all(&options.out).map_err(|e| RealError::Setup(format!("{}: {e}", options.out.display())))?;
+    let report = if options.scenario.is_ledger() { ledger::run(options).await? } else { orders::run(options).await? };
+    let write = |name: &str, text: String| {
+        std::fs::write(options.out.join(name), text)
+            .map_err(|e| RealError::Setup(format!("{}: {e}", options.out.join(name).display())))
+    };
+    write("history.jsonl", sim::history::to_jsonl(&report.history))?;
+    write("report.json", serde_json::to_string_pretty(&report).expect("reports serialize"))?;
+    Ok(report)
+}
+
+/// A name for this run's databases and keys that no other run uses.
+pub fn run_id(seed: u64) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    format!("r{seed}x{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_schedules_are_seeded_sequential_and_end_early() {
+        let roles = ["processor", "nats"];
+        let a = draw_faults(7, &roles, Duration::from_secs(20));
+        assert_eq!(a, draw_faults(7, &roles, Duration::from_secs(20)));
+        assert_ne!(a, draw_faults(8, &roles, Duration::from_secs(20)));
+        assert!(a.len() >= 3, "{a:?}");
+        let mut free_from = Duration::ZERO;
+        for step in &a {
+            assert!(step.at >= free_from, "overlapping faults: {a:?}");
+            free_from = step.at + step.hold;
+            assert!(free_from <= Duration::from_secs(16), "a fault outlasts 80% of the run: {step:?}");
+            assert!(roles.contains(&step.role.as_str()));
+        }
+        assert!(draw_faults(7, &[], Duration::from_secs(20)).is_empty());
+    }
+}

@@ -1,0 +1,409 @@
+//! The order system on real infrastructure: deploy, run the seeded flash sale, inject faults,
+//! heal, let the worker drain, read PostgreSQL and Redis back, reconcile, and check.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use services::adapters::kafka::{CONSUMER_GROUP, KafkaOrderConsumer};
+use services::adapters::pg::{self};
+use services::adapters::pg_orders::PgOrderStore;
+use services::adapters::redis::RedisStockCache;
+use services::orders::mem::{CacheState, OrderDb};
+use services::ports::orders::{OrderStore, StockCache};
+use sim::history::{EventKind, History, HistoryEvent};
+use sim::ledger::invariants::{OpRecord, Violation};
+use sim::orders::invariants as inv;
+use sim::orders::workload::{self, ORDER_ATTEMPTS_MAX, ORDER_RETRY_PAUSE, ORDER_TIMEOUT, OrderAttempts, OrderStep};
+
+use super::procs::{Action, Backend, Compose, Local, Spec, free_port};
+use super::transport::Http;
+use super::{Clock, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX, SETTLE_POLL};
+
+/// API instances of a local deployment (clients fail over between them).
+pub const LOCAL_API_INSTANCES: usize = 2;
+/// Orders per user per second in a local deployment: as in the simulator, low, so that a user
+/// placing two orders at once meets the rate limit.
+pub const LOCAL_RATE_LIMIT: u32 = 1;
+/// Orders in flight per API instance before the waiting room: as in the simulator.
+pub const LOCAL_IN_FLIGHT_MAX: usize = 3;
+/// Attempts to start the sale.
+pub const INIT_ATTEMPTS_MAX: u32 = 20;
+/// How long the worker's persisted count must hold still to count as drained when the
+/// broker's lag cannot be read.
+pub const DRAIN_STILL: Duration = Duration::from_secs(3);
+
+struct Deployment {
+    apis: Vec<String>,
+    room: String,
+    database_url: String,
+    redis_url: String,
+    brokers: String,
+    backend: Backend,
+    databases: Vec<String>,
+    /// The product, users and keys of this run (prefixed against a deployment that outlives runs).
+    product: String,
+    prefix: String,
+}
+
+async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str) -> Result<Deployment, RealError> {
+    let local = Local::new(&options.out.join("logs"))?;
+    let redis_port = free_port()?;
+    let redis_dir = options.out.join("redis");
+    std::fs::create_dir_all(&redis_dir).map_err(|e| RealError::Setup(e.to_string()))?;
+    // Append-only with an fsync before every reply: a killed Redis restarts with every write it
+    // acknowledged (the simulator's memory-only restart is its own scenario, with reconcile).
+    let args = ["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "yes"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(["--appendfsync".into(), "always".into(), "--dir".into(), redis_dir.display().to_string()])
+        .collect();
+    local
+        .add(Spec {
+            name: "redis".into(),
+            program: tools.redis_server.clone(),
+            args,
+            env: vec![],
+            port: Some(redis_port),
+        })
+        .await?;
+    let broker_port = free_port()?;
+    let listener = format!("tcp://127.0.0.1:{broker_port}");
+    local
+        .add(Spec {
+            name: "broker".into(),
+            program: tools.tansu.clone(),
+            args: vec![
+                "broker".into(),
+                "--listener-url".into(),
+                listener.clone(),
+                "--advertised-listener-url".into(),
+                listener,
+                "--storage-engine".into(),
+                format!("memory://tansu{broker_port}/"),
+            ],
+            env: vec![],
+            port: Some(broker_port),
+        })
+        .await?;
+    let database_url = format!("{}/{id}_orders", tools.postgres);
+    let room_port = free_port()?;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let env = [
+        ("ORDERS_DATABASE_URL".to_string(), database_url.clone()),
+        ("REDIS_URL".to_string(), redis_url.clone()),
+        ("KAFKA_BROKERS".to_string(), brokers.clone()),
+        ("WAITING_ROOM_ADDR".to_string(), format!("127.0.0.1:{room_port}")),
+        ("ORDERS_POOL_MAX".to_string(), "8".to_string()),
+        ("ORDERS_RATE_LIMIT".to_string(), LOCAL_RATE_LIMIT.to_string()),
+        ("ORDERS_IN_FLIGHT_MAX".to_string(), LOCAL_IN_FLIGHT_MAX.to_string()),
+        ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+    ];
+    let role = |name: &str, role: &str, extra: Vec<(String, String)>, port: Option<u16>| Spec {
+        name: name.into(),
+        program: tools.orders.clone(),
+        args: vec![role.into()],
+        env: env.iter().cloned().chain(extra).collect(),
+        port,
+    };
+    local.run_once(role("migrate", "migrate", vec![], None)).await?;
+    let mut apis = Vec::new();
+    for i in 0..LOCAL_API_INSTANCES {
+        let port = free_port()?;
+        let addr = ("ORDERS_API_ADDR".to_string(), format!("127.0.0.1:{port}"));
+        local.add(role(&format!("orders-api-{}", i + 1), "api", vec![addr], Some(port))).await?;
+        apis.push(format!("http://127.0.0.1:{port}"));
+    }
+    local.add(role("waiting-room", "waiting-room", vec![], Some(room_port))).await?;
+    local.add(role("worker", "worker", vec![], None)).await?;
+    Ok(Deployment {
+        apis,
+        room: format!("http://127.0.0.1:{room_port}"),
+        database_url: database_url.clone(),
+        redis_url,
+        brokers,
+        backend: Backend::Local(local),
+        databases: vec![database_url],
+        product: workload::PRODUCT.into(),
+        prefix: String::new(),
+    })
+}
+
+fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
+    let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or(default.into());
+    Deployment {
+        apis: vec![var("TESTBED_ORDERS_API", "http://127.0.0.1:3000")],
+        room: var("TESTBED_WAITING_ROOM", "http://127.0.0.1:3001"),
+        database_url: var("ORDERS_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/orders"),
+        redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+        backend: Backend::Compose(Compose::new(file)),
+        databases: vec![],
+        product: format!("{id}-{}", workload::PRODUCT),
+        prefix: format!("{id}-"),
+    }
+}
+
+/// Runs an order scenario.
+pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
+    let started = Instant::now();
+    let id = super::run_id(options.seed);
+    let deployment = match &options.mode {
+        Mode::Local(tools) => deploy_local(options, tools, &id).await?,
+        Mode::Compose { file } => deploy_compose(file, &id),
+    };
+    let result = drive(options, &deployment, started).await;
+    if let Backend::Local(local) = &deployment.backend {
+        local.shutdown();
+    }
+    if !options.keep {
+        for url in &deployment.databases {
+            if let Err(e) = pg::drop_database(url).await {
+                tracing::warn!(error = %e, "could not drop {url}");
+            }
+        }
+    }
+    result
+}
+
+/// A flash-sale client's view of the deployment.
+#[derive(Clone)]
+struct Shop {
+    http: Http,
+    apis: Arc<Vec<String>>,
+    room: String,
+    product: String,
+    answers: Arc<Mutex<BTreeMap<u16, u64>>>,
+}
+
+impl Shop {
+    /// One user's order to its final answer, as the simulator's clients place it.
+    async fn place_order(&self, user: &str, key: &str, first_api: usize) -> (EventKind, String) {
+        let mut attempts = OrderAttempts::default();
+        let mut admission: Option<String> = None;
+        for attempt in 0..ORDER_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(ORDER_RETRY_PAUSE).await;
+            }
+            let req = workload::order_request(&self.product, user, key, admission.take());
+            let api = &self.apis[(first_api + attempt as usize) % self.apis.len()];
+            let Some(answer) = self.http.send(api, req, ORDER_TIMEOUT).await else {
+                attempts.timed_out();
+                continue;
+            };
+            *self.answers.lock().expect("not poisoned").entry(answer.status).or_default() += 1;
+            match attempts.answered(answer.status, &answer.body) {
+                OrderStep::Done(kind, detail) => return (kind, detail),
+                OrderStep::Retry => {}
+                OrderStep::RetryAfter(pause) => tokio::time::sleep(pause).await,
+                OrderStep::WaitingRoom => admission = self.wait_in_room(user).await,
+            }
+        }
+        attempts.finish()
+    }
+
+    async fn wait_in_room(&self, user: &str) -> Option<String> {
+        let joined =
+            self.http.send(&self.room, workload::room_join_request(&self.product, user), ORDER_TIMEOUT).await?;
+        let ticket = joined.body["ticket"].as_u64()?;
+        for _ in 0..workload::ROOM_POLLS_MAX {
+            let answer = self.http.send(&self.room, workload::room_status_request(ticket), ORDER_TIMEOUT).await?;
+            if let Some(token) = answer.body["admissionToken"].as_str() {
+                return Some(token.to_string());
+            }
+            tokio::time::sleep(workload::room_poll_pause(&answer.body)).await;
+        }
+        None
+    }
+}
+
+async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Result<RealReport, RealError> {
+    let clock = Clock::start();
+    let shop = Shop {
+        http: Http::new(services::orders::api::KEY_HEADER, std::env::var("ORDERS_API_TOKEN").ok())?,
+        apis: Arc::new(d.apis.clone()),
+        room: d.room.clone(),
+        product: d.product.clone(),
+        answers: Arc::default(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let (stock, users) = workload::draw_sale(&mut rng);
+    init_sale(&shop, stock).await?;
+    let history = History::new();
+    let ops: Arc<Mutex<Vec<OpRecord>>> = Arc::default();
+    let clients = if options.scenario == RealScenario::FlashSale { 10 } else { 8 };
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (shop, history, ops, seed, spread) =
+            (shop.clone(), history.clone(), ops.clone(), options.seed, options.duration);
+        let prefix = d.prefix.clone();
+        tasks.spawn(async move {
+            let mut rng = workload::client_rng(seed, c);
+            let mut process = c as u64;
+            for slot in workload::slots(c, clients, users) {
+                tokio::time::sleep(workload::arrival_pause(&mut rng, spread, users, clients)).await;
+                let (user, key) = workload::slot_user_and_key(slot);
+                let (user, key) = (format!("{prefix}{user}"), format!("{prefix}{key}"));
+                let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", clock.nanos());
+                invoke.key = Some(shop.product.clone());
+                invoke.value = Some(json!(user));
+                history.record(invoke);
+                let (kind, detail) = shop.place_order(&user, &key, rng.gen_range(0..shop.apis.len())).await;
+                let mut done = HistoryEvent::new(process, kind, "order", clock.nanos());
+                done.key = Some(shop.product.clone());
+                match kind {
+                    EventKind::Ok => done.value = Some(json!(detail)),
+                    _ => done.error = Some(detail),
+                }
+                history.record(done);
+                ops.lock().expect("not poisoned").push(OpRecord {
+                    key,
+                    f: "order".into(),
+                    outcome: kind.name().into(),
+                });
+                if kind == EventKind::Info {
+                    process += clients as u64;
+                }
+            }
+        });
+    }
+    let faults = match options.scenario {
+        RealScenario::WorkerCrash => {
+            // The simulator's draws for worker-crash: the first gap and the time down.
+            let first = Duration::from_millis(rng.gen_range(500..3000));
+            let down = Duration::from_millis(rng.gen_range(500..3000));
+            let steps: Vec<_> = (0..3u32)
+                .map(|i| super::FaultStep {
+                    at: (first + down) * i + first,
+                    role: "worker".into(),
+                    action: Action::Kill,
+                    hold: down,
+                })
+                .collect();
+            super::run_faults(&d.backend, &steps, clock).await?
+        }
+        scenario => {
+            let steps = super::draw_faults(options.seed, scenario.fault_roles(), options.duration);
+            super::run_faults(&d.backend, &steps, clock).await?
+        }
+    };
+    let mut violations = Vec::new();
+    super::ledger::join(&mut tasks, options.duration, &mut violations).await;
+    d.backend.heal(options.scenario.fault_roles()).await?;
+
+    let store = PgOrderStore::new(pg::lazy_pool(&d.database_url, 2).map_err(|e| RealError::Store(e.to_string()))?);
+    let cache = RedisStockCache::new(&d.redis_url).map_err(|e| RealError::Store(e.to_string()))?;
+    let drained = drain(&store, &d.brokers, &d.product).await;
+    if !drained {
+        violations.push(Violation::new("liveness", "the worker's lag did not drain after heal"));
+    }
+    let ops = ops.lock().expect("not poisoned").clone();
+    let db = order_db(&store, &d.product).await?;
+    let cache_before = cache_state(&cache, &d.product).await?;
+    violations.extend(inv::no_oversell(&db, stock as i64));
+    violations.extend(inv::acknowledged_persisted(&ops, &db));
+    violations.extend(inv::one_order_per_key(&db));
+    violations.extend(inv::no_leaked_stock(&cache_before, &db, &ops));
+    // The operator's job once the sale is quiet: `orders reconcile --quiet`.
+    let report = services::orders::reconcile::reconcile(&cache, &store, 0, true)
+        .await
+        .map_err(|e| RealError::Store(format!("reconcile: {e}")))?;
+    tracing::info!(?report, "reconciled");
+    violations.extend(inv::cache_matches_db(&cache_state(&cache, &d.product).await?, &db));
+    violations.extend(probe(&shop, &db, &d.prefix).await);
+    store.pool().close().await;
+    let mut report = RealReport::new(options, &ops, history.events(), started);
+    report.persisted = db.orders.len();
+    report.faults = faults;
+    report.violations = violations;
+    report.settled = drained;
+    Ok(report)
+}
+
+async fn init_sale(shop: &Shop, stock: u64) -> Result<(), RealError> {
+    for attempt in 0..INIT_ATTEMPTS_MAX {
+        let api = &shop.apis[attempt as usize % shop.apis.len()];
+        if let Some(answer) = shop.http.send(api, workload::init_request(&shop.product, stock), ORDER_TIMEOUT).await
+            && answer.status == 200
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(RealError::Setup("the sale could not be started".into()))
+}
+
+/// Waits until the worker consumed everything: the group's lag is 0, or (the broker's offsets
+/// can be off by a batch) the persisted count held still for [`DRAIN_STILL`].
+async fn drain(store: &PgOrderStore, brokers: &str, product: &str) -> bool {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let observer = KafkaOrderConsumer::observer(brokers, CONSUMER_GROUP).ok();
+    let mut last: Option<(i64, Instant)> = None;
+    loop {
+        let lag = match &observer {
+            Some(o) => o.lag().await.ok(),
+            None => None,
+        };
+        if lag == Some(0) {
+            return true;
+        }
+        if let Ok(Some(row)) = store.product(product).await {
+            match last {
+                Some((orders, since)) if orders == row.orders => {
+                    if since.elapsed() >= DRAIN_STILL {
+                        return true;
+                    }
+                }
+                _ => last = Some((row.orders, Instant::now())),
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// PostgreSQL's rows of the run's product, as the invariants read them (under the simulator's
+/// product name).
+async fn order_db(store: &PgOrderStore, product: &str) -> Result<OrderDb, RealError> {
+    let err = |e: services::ports::orders::OrderStoreError| RealError::Store(e.to_string());
+    let mut db = OrderDb::default();
+    if let Some(row) = store.product(product).await.map_err(err)? {
+        db.products.insert(workload::PRODUCT.into(), (row.stock, row.initial_stock));
+    }
+    for mut order in store.orders(product).await.map_err(err)? {
+        order.product_id = workload::PRODUCT.into();
+        db.keys.insert(order.idempotency_key.clone(), order.order_id.clone());
+        db.orders.insert(order.order_id.clone(), order);
+    }
+    Ok(db)
+}
+
+async fn cache_state(cache: &RedisStockCache, product: &str) -> Result<CacheState, RealError> {
+    let mut state = CacheState::default();
+    if let Some(stock) = cache.stock(product).await.map_err(|e| RealError::Store(e.to_string()))? {
+        state.stock.insert(workload::PRODUCT.into(), stock);
+    }
+    Ok(state)
+}
+
+/// Once reconciled, a fresh order is refused as sold out only when PostgreSQL has no stock.
+async fn probe(shop: &Shop, db: &OrderDb, prefix: &str) -> Vec<Violation> {
+    let (db_stock, _) = inv::stock_of(db);
+    let answer = shop.place_order(&format!("{prefix}probe-user"), &format!("{prefix}probe-order"), 0).await;
+    match (answer.0, answer.1.as_str()) {
+        (EventKind::Fail, "sold_out") if db_stock > 0 => vec![Violation::new(
+            "no-false-sold-out",
+            format!("sold out after reconcile while PostgreSQL holds {db_stock}"),
+        )],
+        (EventKind::Ok, _) if db_stock == 0 => {
+            vec![Violation::new("no-oversell", "an order was accepted after reconcile with no stock left")]
+        }
+        _ => Vec::new(),
+    }
+}
