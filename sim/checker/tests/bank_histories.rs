@@ -246,3 +246,20 @@ fn independent_accounts_are_separate_partitions() {
     }
     assert_ok(&compact);
 }
+
+#[test]
+fn read_model_reads_are_stale_by_design_and_constrain_nothing() {
+    // The read model answered 100.00 long after the withdrawal: stale, and allowed. The same
+    // answer from a strong read is a violation.
+    let stale = |f: &str| {
+        format!(
+            "{OPEN_A_100}
+            1 invoke withdraw a 60
+            1 ok withdraw a 60 balance=40
+            2 invoke {f} a
+            2 ok {f} a 100.00"
+        )
+    };
+    assert_ok(&stale("read_model"));
+    assert_violation(&stale("read"));
+}

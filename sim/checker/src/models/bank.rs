@@ -11,6 +11,8 @@
 //!   the balance of `key` (which exists) was below the amount, and changed nothing. Any other
 //!   fail constrains nothing; `info` and unanswered invokes are unknown outcomes.
 //! - An ok read returns the balance, or null for an account that does not exist.
+//! - `read_model` (a read of the ledger's eventually consistent read model, stale by design)
+//!   constrains nothing: it is accepted and skipped, so the ledger's histories check as they are.
 //! - Amounts are decimal strings (or JSON numbers) compared exactly (10.0 == 10.00): all of a
 //!   history's amounts are scaled to one integer unit, never floats.
 //!
@@ -208,6 +210,7 @@ fn pending_op(op: &crate::models::OpEvents<'_>) -> Result<Option<Pending>, Histo
         "withdraw" => Function::Withdraw,
         "read" => Function::Read,
         "transfer" => Function::Transfer,
+        "read_model" => return Ok(None),
         other => {
             return Err(HistoryError::UnknownFunction { line: op.line, model: "bank", f: other.to_string() });
         }

@@ -1,0 +1,150 @@
+//! `testbed real` against the local services: the simulator's seeded workloads over HTTP, on
+//! services the runner starts as processes, with faults by kill/start and SIGSTOP/SIGCONT. Each
+//! scenario kind runs briefly and must come back clean; its history must pass `testbed check`.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432, `nats-server` and `redis-server` on PATH and tansu
+//! (TANSU_BIN or the CI cache): `.ci/run` provides them.
+
+#![cfg(not(madsim))]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testbed::real::{RealScenario, draw_faults};
+
+fn testbed() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_testbed"))
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("testbed-real-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The first seed whose fault schedule reaches every role of `needs` with the given action.
+fn seed_reaching(scenario: RealScenario, duration: Duration, needs: &[(&str, &str)]) -> u64 {
+    (1..500)
+        .find(|seed| {
+            let steps = draw_faults(*seed, scenario.fault_roles(), duration);
+            needs.iter().all(|(role, action)| steps.iter().any(|s| s.role == *role && s.action.name() == *action))
+        })
+        .expect("some seed reaches every role")
+}
+
+/// Runs the CLI; returns the report, after requiring exit 0 and a history `check` accepts.
+fn run_clean(scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> Value {
+    let out = out_dir(scenario);
+    let output = testbed()
+        .args(["real", "--scenario", scenario, "--seed", &seed.to_string(), "--duration", duration, "--out"])
+        .arg(&out)
+        .output()
+        .expect("testbed runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{scenario} seed {seed} was not clean:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("clean"), "{stdout}");
+    let run_dir = out.join(format!("{scenario}-{seed}"));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap()).unwrap();
+    for file in ["history.jsonl", "timeline.html", "logs"] {
+        assert!(run_dir.join(file).exists(), "{file} missing from {}", run_dir.display());
+    }
+    if let Some(model) = model {
+        check_history(&run_dir.join("history.jsonl"), model);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    report
+}
+
+fn check_history(history: &Path, model: &str) {
+    let output = testbed().args(["check", "--model", model]).arg(history).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "testbed check rejected the real history: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+fn faults_of(report: &Value) -> Vec<(String, String)> {
+    report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["role"].as_str().unwrap().to_string(), f["action"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn ledger_mixed_workload_with_processor_and_nats_faults_is_clean() {
+    let duration = Duration::from_secs(12);
+    let seed = seed_reaching(RealScenario::LedgerChaos, duration, &[("nats", "kill"), ("processor", "pause")]);
+    let report = run_clean("ledger-chaos", seed, "12s", Some("bank"));
+    let faults = faults_of(&report);
+    for (role, action) in [("nats", "kill"), ("nats", "start"), ("processor", "pause"), ("processor", "resume")] {
+        assert!(faults.contains(&(role.into(), action.into())), "no {action} of {role} in {faults:?}");
+    }
+    assert!(report["operations"].as_u64().unwrap() > 100, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 50, "{report}");
+    assert_eq!(report["settled"], true);
+}
+
+#[test]
+fn concurrent_withdrawals_exactly_ten_succeed() {
+    let report = run_clean("concurrent-withdrawals", 1, "5s", Some("bank"));
+    // The opening plus ten withdrawals succeed; ninety are refused.
+    assert_eq!(report["ok"], 11, "{report}");
+    assert_eq!(report["fail"], 90, "{report}");
+    let report = run_clean("double-spend", 1, "5s", Some("bank"));
+    assert_eq!(report["ok"], 2, "{report}");
+}
+
+#[test]
+fn a_corrupted_read_model_is_seen_then_rebuilt() {
+    // The scenario fails its own expectation unless the convergence check sees the damage,
+    // and fails convergence unless the rebuild repairs it.
+    let report = run_clean("read-model-rebuild", 3, "3s", None);
+    assert!(report["persisted"].as_u64().unwrap() > 10, "{report}");
+}
+
+#[test]
+fn flash_sale_with_worker_and_redis_faults_is_clean() {
+    let duration = Duration::from_secs(12);
+    let seed = seed_reaching(RealScenario::FlashSale, duration, &[("worker", "kill"), ("redis", "kill")]);
+    let report = run_clean("flash-sale", seed, "12s", None);
+    let faults = faults_of(&report);
+    for (role, action) in [("worker", "kill"), ("worker", "start"), ("redis", "kill"), ("redis", "start")] {
+        assert!(faults.contains(&(role.into(), action.into())), "no {action} of {role} in {faults:?}");
+    }
+    // Twice as many orders as items: some succeed, the rest are refused; every acknowledged
+    // order is persisted (the invariant checks which), and only those whose outcome the client
+    // could not know may join them.
+    assert!(report["ok"].as_u64().unwrap() > 0, "{report}");
+    let (ok, info, persisted) = (report["ok"].as_u64(), report["info"].as_u64(), report["persisted"].as_u64());
+    assert!(persisted >= ok && persisted <= Some(ok.unwrap() + info.unwrap()), "{report}");
+}
+
+#[test]
+fn worker_killed_three_times_loses_and_doubles_nothing() {
+    let report = run_clean("worker-crash", 2, "8s", None);
+    let kills = faults_of(&report).iter().filter(|(r, a)| r == "worker" && a == "kill").count();
+    assert_eq!(kills, 3, "{report}");
+    assert!(report["persisted"].as_u64() >= report["ok"].as_u64(), "{report}");
+}
+
+#[test]
+fn bad_usage_exits_2_and_names_the_problem() {
+    for (args, needle) in [
+        (vec!["real", "--scenario", "no-such"], "unknown real scenario"),
+        (vec!["real", "--scenario", "flash-sale", "--duration", "soon"], "expected a duration"),
+        (vec!["real", "--scenario", "flash-sale", "--duration", "0s"], "more than 0"),
+        (vec!["real", "--scenario", "flash-sale", "--compose-file", "x.yml"], "--compose"),
+    ] {
+        let output = testbed().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
