@@ -46,6 +46,7 @@ fn run_clean(scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{scenario} seed {seed} was not clean:\n{stdout}\n{stderr}");
     assert!(stdout.contains("clean"), "{stdout}");
+    println!("{stdout}");
     let run_dir = out.join(format!("{scenario}-{seed}"));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap()).unwrap();
     for file in ["history.jsonl", "timeline.html", "logs"] {
@@ -112,10 +113,13 @@ fn a_corrupted_read_model_is_seen_then_rebuilt() {
 #[test]
 fn flash_sale_with_worker_and_redis_faults_is_clean() {
     let duration = Duration::from_secs(12);
-    let seed = seed_reaching(RealScenario::FlashSale, duration, &[("worker", "kill"), ("redis", "kill")]);
+    let seed =
+        seed_reaching(RealScenario::FlashSale, duration, &[("worker", "kill"), ("redis", "kill"), ("broker", "pause")]);
     let report = run_clean("flash-sale", seed, "12s", None);
     let faults = faults_of(&report);
-    for (role, action) in [("worker", "kill"), ("worker", "start"), ("redis", "kill"), ("redis", "start")] {
+    for (role, action) in
+        [("worker", "kill"), ("worker", "start"), ("redis", "kill"), ("redis", "start"), ("broker", "pause")]
+    {
         assert!(faults.contains(&(role.into(), action.into())), "no {action} of {role} in {faults:?}");
     }
     // Twice as many orders as items: some succeed, the rest are refused; every acknowledged

@@ -106,18 +106,34 @@ impl RealScenario {
     }
 
     /// The roles its faults reach.
-    pub fn fault_roles(self) -> &'static [&'static str] {
+    pub fn fault_roles(self) -> &'static [FaultTarget] {
+        const fn kill_or_pause(role: &'static str) -> FaultTarget {
+            FaultTarget { role, kill: true }
+        }
+        const LEDGER: &[FaultTarget] = &[kill_or_pause("processor"), kill_or_pause("nats"), kill_or_pause("relay")];
+        // The local broker keeps its log in memory: killing it would lose acknowledged messages
+        // as no replicated Kafka does, so it is only paused.
+        const SALE: &[FaultTarget] =
+            &[kill_or_pause("worker"), kill_or_pause("redis"), FaultTarget { role: "broker", kill: false }];
+        const WORKER: &[FaultTarget] = &[kill_or_pause("worker")];
         match self {
-            RealScenario::LedgerChaos => &["processor", "nats", "relay"],
+            RealScenario::LedgerChaos => LEDGER,
             RealScenario::ConcurrentWithdrawals | RealScenario::DoubleSpend | RealScenario::ReadModelRebuild => &[],
-            RealScenario::FlashSale => &["worker", "redis"],
-            RealScenario::WorkerCrash => &["worker"],
+            RealScenario::FlashSale => SALE,
+            RealScenario::WorkerCrash => WORKER,
         }
     }
 
     fn is_ledger(self) -> bool {
         !matches!(self, RealScenario::FlashSale | RealScenario::WorkerCrash)
     }
+}
+
+/// A role faults may reach, and whether they may kill it (else only pause it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultTarget {
+    pub role: &'static str,
+    pub kill: bool,
 }
 
 /// Where the services run.
@@ -287,7 +303,7 @@ pub struct FaultStep {
 
 /// A seeded schedule of faults over `duration`, one at a time: each a kill (undone by a start)
 /// or a pause (undone by a resume) of one of `roles`, all undone by 80% of the duration.
-pub fn draw_faults(seed: u64, roles: &[&str], duration: Duration) -> Vec<FaultStep> {
+pub fn draw_faults(seed: u64, roles: &[FaultTarget], duration: Duration) -> Vec<FaultStep> {
     let mut steps = Vec::new();
     if roles.is_empty() {
         return steps;
@@ -303,9 +319,9 @@ pub fn draw_faults(seed: u64, roles: &[&str], duration: Duration) -> Vec<FaultSt
         }
         let hold_max = ms(FAULT_HOLD_MAX).min(ms(end - t)).max(ms(FAULT_HOLD_MIN));
         let hold = Duration::from_millis(rng.gen_range(ms(FAULT_HOLD_MIN)..=hold_max));
-        let role = roles[rng.gen_range(0..roles.len())].to_string();
-        let action = if rng.gen_bool(0.5) { Action::Kill } else { Action::Pause };
-        steps.push(FaultStep { at: t, role, action, hold });
+        let target = roles[rng.gen_range(0..roles.len())];
+        let action = if rng.gen_bool(0.5) && target.kill { Action::Kill } else { Action::Pause };
+        steps.push(FaultStep { at: t, role: target.role.to_string(), action, hold });
         t += hold;
     }
     steps
@@ -379,7 +395,7 @@ mod tests {
 
     #[test]
     fn fault_schedules_are_seeded_sequential_and_end_early() {
-        let roles = ["processor", "nats"];
+        let roles = [FaultTarget { role: "processor", kill: true }, FaultTarget { role: "broker", kill: false }];
         let a = draw_faults(7, &roles, Duration::from_secs(20));
         assert_eq!(a, draw_faults(7, &roles, Duration::from_secs(20)));
         assert_ne!(a, draw_faults(8, &roles, Duration::from_secs(20)));
@@ -389,7 +405,7 @@ mod tests {
             assert!(step.at >= free_from, "overlapping faults: {a:?}");
             free_from = step.at + step.hold;
             assert!(free_from <= Duration::from_secs(16), "a fault outlasts 80% of the run: {step:?}");
-            assert!(roles.contains(&step.role.as_str()));
+            assert!(step.role == "processor" || step.action == Action::Pause, "{step:?}");
         }
         assert!(draw_faults(7, &[], Duration::from_secs(20)).is_empty());
     }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use services::adapters::kafka::{CONSUMER_GROUP, KafkaOrderConsumer};
 use services::adapters::pg::{self};
 use services::adapters::pg_orders::PgOrderStore;
 use services::adapters::redis::RedisStockCache;
@@ -32,8 +31,8 @@ pub const LOCAL_RATE_LIMIT: u32 = 1;
 pub const LOCAL_IN_FLIGHT_MAX: usize = 3;
 /// Attempts to start the sale.
 pub const INIT_ATTEMPTS_MAX: u32 = 20;
-/// How long the worker's persisted count must hold still to count as drained when the
-/// broker's lag cannot be read.
+/// How long the worker's persisted count must hold still, every acknowledged order persisted,
+/// to count as drained.
 pub const DRAIN_STILL: Duration = Duration::from_secs(3);
 
 struct Deployment {
@@ -41,7 +40,6 @@ struct Deployment {
     room: String,
     database_url: String,
     redis_url: String,
-    brokers: String,
     backend: Backend,
     databases: Vec<String>,
     /// The product, users and keys of this run (prefixed against a deployment that outlives runs).
@@ -96,7 +94,7 @@ async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str
     let env = [
         ("ORDERS_DATABASE_URL".to_string(), database_url.clone()),
         ("REDIS_URL".to_string(), redis_url.clone()),
-        ("KAFKA_BROKERS".to_string(), brokers.clone()),
+        ("KAFKA_BROKERS".to_string(), brokers),
         ("WAITING_ROOM_ADDR".to_string(), format!("127.0.0.1:{room_port}")),
         ("ORDERS_POOL_MAX".to_string(), "8".to_string()),
         ("ORDERS_RATE_LIMIT".to_string(), LOCAL_RATE_LIMIT.to_string()),
@@ -125,7 +123,6 @@ async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str
         room: format!("http://127.0.0.1:{room_port}"),
         database_url: database_url.clone(),
         redis_url,
-        brokers,
         backend: Backend::Local(local),
         databases: vec![database_url],
         product: workload::PRODUCT.into(),
@@ -140,7 +137,6 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
         room: var("TESTBED_WAITING_ROOM", "http://127.0.0.1:3001"),
         database_url: var("ORDERS_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/orders"),
         redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
-        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
         backend: Backend::Compose(Compose::new(file)),
         databases: vec![],
         product: format!("{id}-{}", workload::PRODUCT),
@@ -297,11 +293,11 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
 
     let store = PgOrderStore::new(pg::lazy_pool(&d.database_url, 2).map_err(|e| RealError::Store(e.to_string()))?);
     let cache = RedisStockCache::new(&d.redis_url).map_err(|e| RealError::Store(e.to_string()))?;
-    let drained = drain(&store, &d.brokers, &d.product).await;
-    if !drained {
-        violations.push(Violation::new("liveness", "the worker's lag did not drain after heal"));
-    }
     let ops = ops.lock().expect("not poisoned").clone();
+    let drained = drain(&store, &d.product, &ops).await;
+    if !drained {
+        violations.push(Violation::new("liveness", "the worker did not persist every acknowledged order in time"));
+    }
     let db = order_db(&store, &d.product).await?;
     let cache_before = cache_state(&cache, &d.product).await?;
     violations.extend(inv::no_oversell(&db, stock as i64));
@@ -337,28 +333,23 @@ async fn init_sale(shop: &Shop, stock: u64) -> Result<(), RealError> {
     Err(RealError::Setup("the sale could not be started".into()))
 }
 
-/// Waits until the worker consumed everything: the group's lag is 0, or (the broker's offsets
-/// can be off by a batch) the persisted count held still for [`DRAIN_STILL`].
-async fn drain(store: &PgOrderStore, brokers: &str, product: &str) -> bool {
+/// Waits until the worker has persisted every acknowledged order and its count of persisted
+/// orders held still for [`DRAIN_STILL`] (orders whose outcome the client could not know may
+/// still land). The broker's lag is not used: tansu's latest offsets can be a batch behind, and
+/// a restarted worker waits out its predecessor's session before it consumes again.
+async fn drain(store: &PgOrderStore, product: &str, ops: &[OpRecord]) -> bool {
     let deadline = Instant::now() + SETTLE_MAX;
-    let observer = KafkaOrderConsumer::observer(brokers, CONSUMER_GROUP).ok();
-    let mut last: Option<(i64, Instant)> = None;
+    let mut last: Option<(usize, Instant)> = None;
     loop {
-        let lag = match &observer {
-            Some(o) => o.lag().await.ok(),
-            None => None,
-        };
-        if lag == Some(0) {
-            return true;
-        }
-        if let Ok(Some(row)) = store.product(product).await {
+        if let Ok(db) = order_db(store, product).await {
+            let missing = ops.iter().filter(|op| op.outcome == "ok" && !db.keys.contains_key(&op.key)).count();
             match last {
-                Some((orders, since)) if orders == row.orders => {
-                    if since.elapsed() >= DRAIN_STILL {
+                Some((orders, since)) if orders == db.orders.len() => {
+                    if missing == 0 && since.elapsed() >= DRAIN_STILL {
                         return true;
                     }
                 }
-                _ => last = Some((row.orders, Instant::now())),
+                _ => last = Some((db.orders.len(), Instant::now())),
             }
         }
         if Instant::now() >= deadline {

@@ -317,13 +317,13 @@ impl Backend {
     }
 
     /// Undoes every fault still in force.
-    pub async fn heal(&self, roles: &[&str]) -> Result<(), RealError> {
+    pub async fn heal(&self, roles: &[super::FaultTarget]) -> Result<(), RealError> {
         match self {
             Backend::Local(local) => local.heal().await,
             Backend::Compose(compose) => {
-                for role in roles {
-                    compose.act(Action::Resume, role).await.ok();
-                    compose.act(Action::Start, role).await?;
+                for target in roles {
+                    compose.act(Action::Resume, target.role).await.ok();
+                    compose.act(Action::Start, target.role).await?;
                 }
                 Ok(())
             }
