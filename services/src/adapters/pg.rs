@@ -166,8 +166,33 @@ fn read_error(error: sqlx::Error) -> ReadError {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "event_id, stream_id, version, global_position, event_type, event_version, data, command_key";
+/// The events table's columns, as a literal: with `concat!` every query is a static string,
+/// never one built at run time.
+macro_rules! event_columns {
+    () => {
+        "event_id, stream_id, version, global_position, event_type, event_version, data, command_key"
+    };
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".event_id, ",
+            $t,
+            ".stream_id, ",
+            $t,
+            ".version, ",
+            $t,
+            ".global_position, ",
+            $t,
+            ".event_type, ",
+            $t,
+            ".event_version, ",
+            $t,
+            ".data, ",
+            $t,
+            ".command_key"
+        )
+    };
+}
 
 fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
     let version: i64 = row.try_get("version")?;
@@ -242,11 +267,12 @@ impl PgEventStore {
 
 impl EventStore for PgEventStore {
     async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"))
-            .bind(stream_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| store_error(e, Phase::Before, stream_id))?;
+        let rows =
+            sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE stream_id = $1 ORDER BY version"))
+                .bind(stream_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| store_error(e, Phase::Before, stream_id))?;
         rows.iter().map(recorded).collect::<Result<_, _>>().map_err(|e| store_error(e, Phase::Before, stream_id))
     }
 
@@ -317,15 +343,16 @@ impl EventStore for PgEventStore {
         let limit = limit as i64;
         let rows = match after {
             None => {
-                sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version LIMIT $1"))
+                sqlx::query(concat!("SELECT ", event_columns!(), " FROM events ORDER BY stream_id, version LIMIT $1"))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await
             }
             Some((stream, version)) => {
-                sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE (stream_id, version) > ($1, $2) \
-                     ORDER BY stream_id, version LIMIT $3"
+                sqlx::query(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE (stream_id, version) > ($1, $2) ORDER BY stream_id, version LIMIT $3"
                 ))
                 .bind(stream)
                 .bind(version as i64)
@@ -339,9 +366,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn unsent(&self, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM outbox o JOIN events e ON e.event_id = o.event_id ORDER BY o.global_position LIMIT $1",
-            EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!("e"),
+            " FROM outbox o JOIN events e ON e.event_id = o.event_id ORDER BY o.global_position LIMIT $1"
         ))
         .bind(limit as i64)
         .fetch_all(&self.pool)
@@ -506,7 +534,12 @@ fn balance_view(row: &PgRow) -> Result<BalanceView, ReadError> {
     })
 }
 
-const BALANCE_COLUMNS: &str = "account_id, owner_name, currency, balance, version, global_position";
+/// The read model's columns, as a literal for `concat!`.
+macro_rules! balance_columns {
+    () => {
+        "account_id, owner_name, currency, balance, version, global_position"
+    };
+}
 
 impl ReadModel for PgReadModel {
     async fn apply(&self, event: &RecordedEvent) -> Result<Applied, ReadError> {
@@ -521,7 +554,7 @@ impl ReadModel for PgReadModel {
     }
 
     async fn balance(&self, account_id: &str) -> Result<Option<BalanceView>, ReadError> {
-        let row = sqlx::query(&format!("SELECT {BALANCE_COLUMNS} FROM account_balances WHERE account_id = $1"))
+        let row = sqlx::query(concat!("SELECT ", balance_columns!(), " FROM account_balances WHERE account_id = $1"))
             .bind(account_id)
             .fetch_optional(&self.pool)
             .await
@@ -530,7 +563,7 @@ impl ReadModel for PgReadModel {
     }
 
     async fn all_balances(&self) -> Result<Vec<BalanceView>, ReadError> {
-        let rows = sqlx::query(&format!("SELECT {BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"))
+        let rows = sqlx::query(concat!("SELECT ", balance_columns!(), " FROM account_balances ORDER BY account_id"))
             .fetch_all(&self.pool)
             .await
             .map_err(read_error)?;

@@ -46,8 +46,13 @@ impl PgOrderStore {
     }
 }
 
-const PRODUCT_COLUMNS: &str = "p.product_id, p.stock, p.initial_stock, \
-    (SELECT count(*) FROM orders o WHERE o.product_id = p.product_id) AS orders";
+/// The products' columns, as a literal: with `concat!` every query is a static string.
+macro_rules! product_columns {
+    () => {
+        "p.product_id, p.stock, p.initial_stock, \
+         (SELECT count(*) FROM orders o WHERE o.product_id = p.product_id) AS orders"
+    };
+}
 
 fn product_row(row: &sqlx::postgres::PgRow) -> Result<ProductRow, OrderStoreError> {
     Ok(ProductRow {
@@ -117,7 +122,7 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn product(&self, product_id: &str) -> Result<Option<ProductRow>, OrderStoreError> {
-        let row = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.product_id = $1"))
+        let row = sqlx::query(concat!("SELECT ", product_columns!(), " FROM products p WHERE p.product_id = $1"))
             .bind(product_id)
             .fetch_optional(&self.pool)
             .await
@@ -126,7 +131,7 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn products(&self) -> Result<Vec<ProductRow>, OrderStoreError> {
-        let rows = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} FROM products p ORDER BY p.product_id"))
+        let rows = sqlx::query(concat!("SELECT ", product_columns!(), " FROM products p ORDER BY p.product_id"))
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
