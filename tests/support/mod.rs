@@ -235,7 +235,7 @@ impl TestLedger {
 
     /// The account's balance and version by folding the event store (the truth).
     pub async fn store_balance(&self, id: &str) -> (Decimal, u64) {
-        let events = self.ledger.store.load_stream(id).await.unwrap();
+        let events = self.ledger.store.load_stream(id, 0).await.unwrap();
         let account = fold(id, &events).unwrap();
         (account.balance().expect("account exists"), account.version)
     }

@@ -266,13 +266,17 @@ impl PgEventStore {
 }
 
 impl EventStore for PgEventStore {
-    async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows =
-            sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE stream_id = $1 ORDER BY version"))
-                .bind(stream_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| store_error(e, Phase::Before, stream_id))?;
+    async fn load_stream(&self, stream_id: &str, after_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+        ))
+        .bind(stream_id)
+        .bind(after_version as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error(e, Phase::Before, stream_id))?;
         rows.iter().map(recorded).collect::<Result<_, _>>().map_err(|e| store_error(e, Phase::Before, stream_id))
     }
 

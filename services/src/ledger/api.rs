@@ -13,7 +13,7 @@ use models::ledger::{LedgerCommand, LedgerError};
 use serde_json::{Map, Value, json};
 
 use super::command::{CommandError, CommandHandler, Executed};
-use crate::ports::ledger::{BalanceView, EventStore, ReadError, ReadModel};
+use crate::ports::ledger::{BalanceView, EventStore, ReadError, ReadModel, StoreError};
 
 /// Longest accepted request body, in bytes.
 pub const BODY_LEN_MAX: usize = 64 * 1024;
@@ -252,18 +252,16 @@ pub fn command_error(error: &CommandError) -> Reply {
 }
 
 /// Handles `GET /api/v1/accounts/{id}/balance` on the command API: the balance folded from the
-/// event store, linearizable (DESIGN 3), at the cost of reading the whole stream.
+/// event store, linearizable (DESIGN 3): the handler's cached fold brought up to date with a
+/// read of the stream's newer events.
 pub async fn strong_balance<S: EventStore>(handler: &CommandHandler<S>, account_id: &str) -> Reply {
     if let Err(e) = models::ledger::account::check_account_id("account_id", account_id) {
         return ledger_error(&e);
     }
-    let recorded = match handler.store().load_stream(account_id).await {
-        Ok(recorded) => recorded,
-        Err(e) => return command_error(&CommandError::Unavailable(e.to_string())),
-    };
-    let account = match super::command::fold(account_id, &recorded) {
+    let account = match handler.account(account_id).await {
         Ok(account) => account,
-        Err(e) => return command_error(&CommandError::Corrupt(e.to_string())),
+        Err(StoreError::Corrupt(e)) => return command_error(&CommandError::Corrupt(e)),
+        Err(e) => return command_error(&CommandError::Unavailable(e.to_string())),
     };
     match account.state {
         None => Reply::error(404, "account_not_found", Some("account_id"), format!("no account {account_id}")),

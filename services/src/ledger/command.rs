@@ -19,6 +19,8 @@ use crate::ports::ledger::{AppendBatch, EventStore, NewEvent, RecordedEvent, Sto
 /// Attempts of one command before answering `conflict`: enough for 100 clients contending on
 /// one account (each failed attempt means another command committed).
 pub const COMMAND_ATTEMPTS_MAX: u32 = 64;
+/// Folded accounts a command handler keeps; past it, the first by id is dropped.
+pub const SNAPSHOTS_MAX: usize = 100_000;
 /// First retry delay; doubles per attempt up to [`COMMAND_BACKOFF_MAX`], with full jitter.
 pub const COMMAND_BACKOFF_MIN: Duration = Duration::from_millis(1);
 pub const COMMAND_BACKOFF_MAX: Duration = Duration::from_millis(64);
@@ -82,6 +84,11 @@ pub struct CommandStats {
 pub struct CommandHandler<S> {
     store: S,
     attempts_max: u32,
+    /// Folded accounts as last read from the store, by stream: a command or a strong read loads
+    /// only the events after the cached version. Events are immutable and versions gap-free,
+    /// so the cache can be behind the store but never wrong; it holds only what was read back
+    /// from the store, never what a command decided.
+    snapshots: std::sync::Mutex<std::collections::BTreeMap<String, Account>>,
     #[cfg(madsim)]
     hooks: BugHooks,
 }
@@ -108,6 +115,7 @@ impl<S: EventStore> CommandHandler<S> {
         CommandHandler {
             store,
             attempts_max: COMMAND_ATTEMPTS_MAX,
+            snapshots: std::sync::Mutex::default(),
             #[cfg(madsim)]
             hooks: BugHooks::default(),
         }
@@ -304,10 +312,33 @@ impl<S: EventStore> CommandHandler<S> {
     async fn load(&self, command: &LedgerCommand) -> Result<Vec<Account>, StoreError> {
         let mut accounts = Vec::with_capacity(2);
         for stream in command.streams() {
-            let recorded = self.store.load_stream(stream).await?;
-            accounts.push(fold(stream, &recorded)?);
+            accounts.push(self.account(stream).await?);
         }
         Ok(accounts)
+    }
+
+    /// An account folded from the store: the cached fold, brought up to date with the events
+    /// after its version.
+    ///
+    /// # Errors
+    /// [`StoreError`] from the store, or [`StoreError::Corrupt`] when the stream has a gap.
+    pub async fn account(&self, stream: &str) -> Result<Account, StoreError> {
+        let cached = self.snapshots.lock().expect("not poisoned").get(stream).cloned();
+        let account = cached.unwrap_or_else(|| Account::new(stream));
+        let newer = self.store.load_stream(stream, account.version).await?;
+        if newer.is_empty() {
+            return Ok(account);
+        }
+        let account = fold_from(account, &newer)?;
+        let mut snapshots = self.snapshots.lock().expect("not poisoned");
+        if snapshots.len() >= SNAPSHOTS_MAX && !snapshots.contains_key(stream) {
+            snapshots.pop_first();
+        }
+        // A concurrent reader may have cached a later version already: keep the later one.
+        if snapshots.get(stream).is_none_or(|s| s.version < account.version) {
+            snapshots.insert(stream.to_string(), account.clone());
+        }
+        Ok(account)
     }
 }
 
@@ -316,10 +347,22 @@ impl<S: EventStore> CommandHandler<S> {
 /// # Errors
 /// [`StoreError::Corrupt`] when an event cannot be decoded or versions are not 1, 2, 3, ...
 pub fn fold(stream: &str, recorded: &[RecordedEvent]) -> Result<Account, StoreError> {
-    let mut account = Account::new(stream);
-    for (index, event) in recorded.iter().enumerate() {
-        if event.version != index as u64 + 1 || event.stream_id != stream {
-            return Err(StoreError::Corrupt(format!("stream {stream} out of order at version {}", event.version)));
+    fold_from(Account::new(stream), recorded)
+}
+
+/// Applies the events that follow `account`'s version, checking they continue it without a gap.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when an event cannot be decoded or versions do not follow on.
+pub fn fold_from(mut account: Account, recorded: &[RecordedEvent]) -> Result<Account, StoreError> {
+    for event in recorded {
+        if event.version != account.version + 1 || event.stream_id != account.id {
+            return Err(StoreError::Corrupt(format!(
+                "stream {} out of order at version {} (expected {})",
+                account.id,
+                event.version,
+                account.version + 1
+            )));
         }
         let decoded = LedgerEvent::decode(&event.encoded).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         account.apply(&decoded);

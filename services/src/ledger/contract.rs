@@ -57,7 +57,7 @@ pub async fn event_store<S: EventStore>(store: &S, prefix: &str, ids: u128) -> R
     fn e(msg: &'static str) -> impl Fn(StoreError) -> String {
         move |err| format!("{msg}: {err}")
     }
-    check(store.load_stream(&a).await.map_err(e("load empty"))?.is_empty(), "a new stream is empty")?;
+    check(store.load_stream(&a, 0).await.map_err(e("load empty"))?.is_empty(), "a new stream is empty")?;
     let backlog_before = store.backlog().await.map_err(e("backlog"))?;
 
     let first = AppendBatch::new(vec![new_event(ids + 1, &a, 1, created(10_000), None)], None);
@@ -80,8 +80,14 @@ pub async fn event_store<S: EventStore>(store: &S, prefix: &str, ids: u128) -> R
         Some((key.clone(), outcome("second"))),
     );
     check(matches!(store.append(duplicate).await, Err(StoreError::Duplicate)), "a used key is a duplicate")?;
-    let stream = store.load_stream(&a).await.map_err(e("load"))?;
+    let stream = store.load_stream(&a, 0).await.map_err(e("load"))?;
     check(stream.len() == 2, "a refused batch writes nothing")?;
+    let newer = store.load_stream(&a, 1).await.map_err(e("load after"))?;
+    check(
+        newer.iter().map(|e| e.version).collect::<Vec<_>>() == vec![2],
+        "a load after a version reads what is newer",
+    )?;
+    check(store.load_stream(&a, 2).await.map_err(e("load after"))?.is_empty(), "nothing after the last version")?;
     check(stream.iter().map(|e| e.version).collect::<Vec<_>>() == vec![1, 2], "streams load in version order")?;
     check(stream[1].command_key.as_deref() == Some(key.as_str()), "events keep their command key")?;
     check(stream[1].encoded == deposited(500), "events keep their type, version and data")?;
@@ -92,13 +98,13 @@ pub async fn event_store<S: EventStore>(store: &S, prefix: &str, ids: u128) -> R
         None,
     );
     check(matches!(store.append(half).await, Err(StoreError::Conflict { .. })), "a batch conflicts as a whole")?;
-    check(store.load_stream(&a).await.map_err(e("load"))?.len() == 2, "a failed batch is atomic")?;
+    check(store.load_stream(&a, 0).await.map_err(e("load"))?.len() == 2, "a failed batch is atomic")?;
 
     // "Expected version: any" appends at the next version (planted bug only).
     let mut any = AppendBatch::new(vec![new_event(ids + 8, &a, 1, deposited(1), None)], None);
     any.check_versions = false;
     store.append(any).await.map_err(e("append any"))?;
-    let versions: Vec<u64> = store.load_stream(&a).await.map_err(e("load"))?.iter().map(|e| e.version).collect();
+    let versions: Vec<u64> = store.load_stream(&a, 0).await.map_err(e("load"))?.iter().map(|e| e.version).collect();
     check(versions == vec![1, 2, 3], "an unchecked append takes the next version")?;
 
     // The outbox: one row per event unless asked otherwise; marking is idempotent.

@@ -93,8 +93,14 @@ pub enum StoreError {
 
 /// The event store of the write side, with its transactional outbox.
 pub trait EventStore: Send + Sync + 'static {
-    /// Every event of a stream, in version order (empty when the stream does not exist).
-    fn load_stream(&self, stream_id: &str) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    /// The events of a stream after `after_version`, in version order (0: the whole stream;
+    /// empty when the stream does not exist or has nothing newer). Callers that keep a folded
+    /// state read only what is new.
+    fn load_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// The outcome recorded under an idempotency key, if any.
     fn outcome(&self, key: &str) -> impl Future<Output = Result<Option<StoredOutcome>, StoreError>> + Send;

@@ -45,7 +45,8 @@ pub fn crdb_addr(index: usize) -> SocketAddr {
 /// A SQL statement of the event store, as the adapter sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CrdbReq {
-    Load(String),
+    /// A stream's events after a version.
+    Load(String, u64),
     Outcome(String),
     Append(AppendBatch),
     ReadAll(Option<(String, u64)>, usize),
@@ -61,7 +62,7 @@ impl CrdbReq {
 
     fn label(&self) -> String {
         match self {
-            CrdbReq::Load(s) => format!("load {s}"),
+            CrdbReq::Load(s, _) => format!("load {s}"),
             CrdbReq::Outcome(k) => format!("outcome {k}"),
             CrdbReq::Append(b) => {
                 let what: Vec<String> = b.events.iter().map(|e| format!("{}@{}", e.stream_id, e.version)).collect();
@@ -231,7 +232,7 @@ async fn execute(index: usize, ep: &Endpoint, cluster: &CrdbCluster, req: CrdbRe
         return Err(StoreError::Unavailable("no quorum reachable from the gateway".into()));
     }
     Ok(match req {
-        CrdbReq::Load(stream) => CrdbResp::Events(store.load_stream(&stream).await?),
+        CrdbReq::Load(stream, after) => CrdbResp::Events(store.load_stream(&stream, after).await?),
         CrdbReq::Outcome(key) => CrdbResp::Outcome(store.outcome(&key).await?),
         CrdbReq::ReadAll(after, limit) => CrdbResp::Events(store.read_all(after, limit).await?),
         CrdbReq::Unsent(limit) => CrdbResp::Events(store.unsent(limit).await?),
@@ -285,8 +286,8 @@ fn unexpected(resp: CrdbResp) -> StoreError {
 }
 
 impl EventStore for SimEventStore {
-    async fn load_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
-        match self.call(CrdbReq::Load(stream_id.to_string())).await? {
+    async fn load_stream(&self, stream_id: &str, after_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self.call(CrdbReq::Load(stream_id.to_string(), after_version)).await? {
             CrdbResp::Events(events) => Ok(events),
             other => Err(unexpected(other)),
         }
