@@ -38,6 +38,11 @@ impl MemEventStore {
         Self::default()
     }
 
+    /// How many events the store holds.
+    pub fn event_count(&self) -> usize {
+        self.state.lock().expect("not poisoned").events.len()
+    }
+
     /// Every event in (stream, version) order.
     pub fn all_events(&self) -> Vec<RecordedEvent> {
         self.state.lock().expect("not poisoned").events.values().cloned().collect()

@@ -194,19 +194,21 @@ fn summary(answer: &Result<CrdbResp, StoreError>) -> String {
 /// came within [`QUORUM_TIMEOUT`] are too few.
 async fn quorum(index: usize, ep: &Endpoint, cluster: &CrdbCluster) -> bool {
     use futures::StreamExt;
-    let mut pending: futures::stream::FuturesUnordered<_> = (0..cluster.nodes)
-        .filter(|j| *j != index)
-        .map(|j| ep.call_timeout(crdb_addr(j), Heartbeat, QUORUM_TIMEOUT))
-        .collect();
-    let mut acks = 1;
-    while acks < cluster.majority() {
-        match pending.next().await {
-            Some(Ok(())) => acks += 1,
-            Some(Err(_)) => {}
-            None => return false,
+    // One timer for the round rather than one per heartbeat: they all share the deadline.
+    let mut pending: futures::stream::FuturesUnordered<_> =
+        (0..cluster.nodes).filter(|j| *j != index).map(|j| ep.call(crdb_addr(j), Heartbeat)).collect();
+    let round = async {
+        let mut acks = 1;
+        while acks < cluster.majority() {
+            match pending.next().await {
+                Some(Ok(())) => acks += 1,
+                Some(Err(_)) => {}
+                None => return false,
+            }
         }
-    }
-    true
+        true
+    };
+    madsim::time::timeout(QUORUM_TIMEOUT, round).await.unwrap_or(false)
 }
 
 async fn execute(index: usize, ep: &Endpoint, cluster: &CrdbCluster, req: CrdbReq) -> Result<CrdbResp, StoreError> {
