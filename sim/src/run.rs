@@ -122,7 +122,9 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
                     (run.history, run.ops, run.faults, run.violations, run.events)
                 }
             };
-            (run, trace::now_nanos())
+            let nanos = trace::now_nanos();
+            trace::kill_all_nodes().await;
+            (run, nanos)
         })
     }));
     services::bugs::set_active(None);

@@ -19,10 +19,39 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 thread_local! {
     static TRACE: RefCell<TraceState> =
         const { RefCell::new(TraceState { hash: FNV_OFFSET, count: 0, lines: None, start: None }) };
+    /// Every node the run created, so that its end can kill them: madsim does not drop the
+    /// tasks still pending when a runtime is dropped (madsim issue 242), and a sweep would keep
+    /// every seed's world in memory.
+    static NODES: RefCell<Vec<madsim::task::NodeId>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Builds a node and remembers it for [`kill_all_nodes`].
+pub trait BuildTracked {
+    fn build_tracked(self) -> madsim::runtime::NodeHandle;
+}
+
+impl BuildTracked for madsim::runtime::NodeBuilder<'_> {
+    fn build_tracked(self) -> madsim::runtime::NodeHandle {
+        let node = self.build();
+        NODES.with(|n| n.borrow_mut().push(node.id()));
+        node
+    }
+}
+
+/// Kills every node the run created, then lets the executor drop their tasks. Called once the
+/// run's outcome is known: it records nothing in the trace.
+pub async fn kill_all_nodes() {
+    let nodes = NODES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+    let handle = madsim::runtime::Handle::current();
+    for id in nodes {
+        handle.kill(id);
+    }
+    madsim::time::sleep(std::time::Duration::from_millis(1)).await;
 }
 
 /// Starts a fresh trace for a run; `keep_lines` keeps the text for printing.
 pub fn reset(keep_lines: bool) {
+    NODES.with(|n| n.borrow_mut().clear());
     TRACE.with(|t| {
         *t.borrow_mut() = TraceState {
             hash: FNV_OFFSET,

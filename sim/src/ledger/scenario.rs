@@ -23,7 +23,7 @@ use super::workload::{self, Op, WorkloadConfig};
 use super::world::{LedgerWorld, WorldConfig};
 use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
-use crate::trace;
+use crate::trace::{self, BuildTracked};
 
 /// Longest the heal-and-quiesce phase waits for the outbox to drain and the read model to
 /// converge, in simulated time.
@@ -158,7 +158,7 @@ impl Ctx {
             .create_node()
             .name(format!("client-{n}"))
             .ip([10, 0, 9 + (n / 250) as u8, (n % 250) as u8 + 1].into())
-            .build()
+            .build_tracked()
     }
 
     fn expect(&mut self, holds: bool, message: impl Into<String>) {

@@ -23,7 +23,7 @@ use super::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
 use super::jetstream::{self, JetStreamState, SimBus};
 use super::readdb::{self, ReadDbState, SimReadModel};
 pub use crate::http::{HttpReq, HttpResp};
-use crate::trace;
+use crate::trace::{self, BuildTracked};
 
 /// Port of the command API on every api node.
 pub const API_PORT: u16 = 4000;
@@ -80,7 +80,7 @@ impl LedgerWorld {
                 .name(format!("crdb-{}", index + 1))
                 .ip(crdb::crdb_addr(index).ip())
                 .init(move || crdb::serve_node(index, cluster.clone()))
-                .build();
+                .build_tracked();
             nodes.insert(format!("crdb-{}", index + 1), node.id());
         }
         let js = jetstream.clone();
@@ -89,7 +89,7 @@ impl LedgerWorld {
             .name("nats")
             .ip(jetstream::NATS_ADDR.ip())
             .init(move || jetstream::serve(js.clone()))
-            .build();
+            .build_tracked();
         nodes.insert("nats".into(), node.id());
         let rd = readdb.clone();
         let node = handle
@@ -97,7 +97,7 @@ impl LedgerWorld {
             .name("readdb")
             .ip(readdb::READ_DB_ADDR.ip())
             .init(move || readdb::serve(rd.clone()))
-            .build();
+            .build_tracked();
         nodes.insert("readdb".into(), node.id());
         for index in 0..config.api_nodes {
             let gateway = crdb::crdb_addr(index % config.crdb_nodes);
@@ -108,10 +108,10 @@ impl LedgerWorld {
                 .name(name.clone())
                 .ip(api_addr(index).ip())
                 .init(move || serve_api(index, gateway, node_name.clone()))
-                .build();
+                .build_tracked();
             nodes.insert(name, node.id());
         }
-        let node = handle.create_node().name("query").ip(query_addr().ip()).init(serve_query).build();
+        let node = handle.create_node().name("query").ip(query_addr().ip()).init(serve_query).build_tracked();
         nodes.insert("query".into(), node.id());
         let gateways: Vec<SocketAddr> = (0..config.crdb_nodes).map(crdb::crdb_addr).collect();
         let relay_gateways = gateways.clone();
@@ -127,7 +127,7 @@ impl LedgerWorld {
                     relay::run_relay(&store, &bus).await;
                 }
             })
-            .build();
+            .build_tracked();
         nodes.insert("relay".into(), node.id());
         let node = handle
             .create_node()
@@ -138,7 +138,7 @@ impl LedgerWorld {
                 let read = SimReadModel::connect().await;
                 processor::run_processor(&bus, &read).await;
             })
-            .build();
+            .build_tracked();
         nodes.insert("processor".into(), node.id());
         LedgerWorld { cluster, jetstream, readdb, nodes, config }
     }

@@ -29,7 +29,7 @@ use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
 use crate::http::{HttpReq, HttpResp};
 use crate::ledger::invariants::{OpRecord, Violation};
-use crate::trace;
+use crate::trace::{self, BuildTracked};
 
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
 pub const DRAIN_MAX: Duration = Duration::from_secs(60);
@@ -158,11 +158,11 @@ fn build(handle: &Handle) -> World {
     let mut nodes = BTreeMap::new();
     let r = redis.clone();
     let id =
-        handle.create_node().name("redis").ip(deps::REDIS_ADDR.ip()).init(move || deps::serve_redis(r.clone())).build();
+        handle.create_node().name("redis").ip(deps::REDIS_ADDR.ip()).init(move || deps::serve_redis(r.clone())).build_tracked();
     nodes.insert("redis".to_string(), id.id());
     let k = kafka.clone();
     let id =
-        handle.create_node().name("kafka").ip(deps::KAFKA_ADDR.ip()).init(move || deps::serve_kafka(k.clone())).build();
+        handle.create_node().name("kafka").ip(deps::KAFKA_ADDR.ip()).init(move || deps::serve_kafka(k.clone())).build_tracked();
     nodes.insert("kafka".to_string(), id.id());
     let d = db.clone();
     let id = handle
@@ -170,17 +170,17 @@ fn build(handle: &Handle) -> World {
         .name("orders-db")
         .ip(deps::ORDERS_DB_ADDR.ip())
         .init(move || deps::serve_db(d.clone()))
-        .build();
+        .build_tracked();
     nodes.insert("orders-db".to_string(), id.id());
     for index in 0..2 {
         let name = format!("api-{}", index + 1);
         let id =
-            handle.create_node().name(name.clone()).ip(api_addr(index).ip()).init(move || serve_api(index)).build();
+            handle.create_node().name(name.clone()).ip(api_addr(index).ip()).init(move || serve_api(index)).build_tracked();
         nodes.insert(name, id.id());
     }
-    let id = handle.create_node().name("worker").ip([10, 1, 5, 1].into()).init(run_worker).build();
+    let id = handle.create_node().name("worker").ip([10, 1, 5, 1].into()).init(run_worker).build_tracked();
     nodes.insert("worker".to_string(), id.id());
-    let id = handle.create_node().name("waiting-room").ip(room_addr().ip()).init(serve_room).build();
+    let id = handle.create_node().name("waiting-room").ip(room_addr().ip()).init(serve_room).build_tracked();
     nodes.insert("waiting-room".to_string(), id.id());
     World { redis, kafka, db, nodes }
 }
@@ -323,7 +323,7 @@ impl Ctx {
 /// Starts the sale (through the API, retried until it answers).
 async fn init_sale(ctx: &mut Ctx, stock: u64) {
     ctx.clients += 1;
-    let node = Handle::current().create_node().name("setup").ip([10, 1, 9, 250].into()).build();
+    let node = Handle::current().create_node().name("setup").ip([10, 1, 9, 250].into()).build_tracked();
     node.spawn(async move {
         let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
         for attempt in 0..20 {
@@ -352,7 +352,7 @@ async fn run_clients(ctx: &mut Ctx, users: usize, clients: usize, spread: Durati
             .create_node()
             .name(format!("client-{}", c + 1))
             .ip([10, 1, 9, c as u8 + 1].into())
-            .build();
+            .build_tracked();
         let (history, ops, seed, answers) = (ctx.history.clone(), ctx.ops.clone(), ctx.seed, ctx.answers.clone());
         handles.push(node.spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind client");
@@ -407,7 +407,7 @@ async fn drain(ctx: &Ctx) -> bool {
 /// Runs reconciliation from a node of its own, as the `orders reconcile` job.
 async fn run_reconcile(ctx: &Ctx) -> Option<services::orders::reconcile::ReconcileReport> {
     let kafka = ctx.world.kafka.clone();
-    let node = Handle::current().create_node().ip([10, 1, 9, 251].into()).build();
+    let node = Handle::current().create_node().ip([10, 1, 9, 251].into()).build_tracked();
     node.spawn(async move {
         let cache = SimStockCache::connect().await;
         let store = SimOrderStore::connect().await;
@@ -540,7 +540,7 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             let chaos = ctx.injector.outage("redis", Duration::from_secs(3), Duration::from_secs(1));
             // The operator's job: `orders reconcile` every two seconds during the sale.
             let kafka = ctx.world.kafka.clone();
-            let node = Handle::current().create_node().name("operator").ip([10, 1, 9, 253].into()).build();
+            let node = Handle::current().create_node().name("operator").ip([10, 1, 9, 253].into()).build_tracked();
             let operator = node.spawn(async move {
                 let (cache, store) = (SimStockCache::connect().await, SimOrderStore::connect().await);
                 for _ in 0..8 {
@@ -605,7 +605,7 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
 /// Once reconciled, a fresh order is refused as sold out only when PostgreSQL has no stock.
 async fn probe_after_reconcile(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
     let (db_stock, _) = stock_of(db);
-    let node = Handle::current().create_node().ip([10, 1, 9, 252].into()).build();
+    let node = Handle::current().create_node().ip([10, 1, 9, 252].into()).build_tracked();
     let answer = node
         .spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
