@@ -157,12 +157,20 @@ fn build(handle: &Handle) -> World {
     let db: Arc<Mutex<OrderDb>> = Arc::default();
     let mut nodes = BTreeMap::new();
     let r = redis.clone();
-    let id =
-        handle.create_node().name("redis").ip(deps::REDIS_ADDR.ip()).init(move || deps::serve_redis(r.clone())).build_tracked();
+    let id = handle
+        .create_node()
+        .name("redis")
+        .ip(deps::REDIS_ADDR.ip())
+        .init(move || deps::serve_redis(r.clone()))
+        .build_tracked();
     nodes.insert("redis".to_string(), id.id());
     let k = kafka.clone();
-    let id =
-        handle.create_node().name("kafka").ip(deps::KAFKA_ADDR.ip()).init(move || deps::serve_kafka(k.clone())).build_tracked();
+    let id = handle
+        .create_node()
+        .name("kafka")
+        .ip(deps::KAFKA_ADDR.ip())
+        .init(move || deps::serve_kafka(k.clone()))
+        .build_tracked();
     nodes.insert("kafka".to_string(), id.id());
     let d = db.clone();
     let id = handle
@@ -174,8 +182,12 @@ fn build(handle: &Handle) -> World {
     nodes.insert("orders-db".to_string(), id.id());
     for index in 0..2 {
         let name = format!("api-{}", index + 1);
-        let id =
-            handle.create_node().name(name.clone()).ip(api_addr(index).ip()).init(move || serve_api(index)).build_tracked();
+        let id = handle
+            .create_node()
+            .name(name.clone())
+            .ip(api_addr(index).ip())
+            .init(move || serve_api(index))
+            .build_tracked();
         nodes.insert(name, id.id());
     }
     let id = handle.create_node().name("worker").ip([10, 1, 5, 1].into()).init(run_worker).build_tracked();
