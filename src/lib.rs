@@ -8,4 +8,6 @@ pub use services;
 pub use sim;
 
 #[cfg(not(madsim))]
+pub mod bench;
+#[cfg(not(madsim))]
 pub mod real;

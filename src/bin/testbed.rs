@@ -136,6 +136,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure and print tables: `sim` (simulation build: seeds per second per scenario with one
+    /// job and all cores, simulated seconds per wall second, peak memory), `ledger` and
+    /// `orders` (real build: the services' throughput and latency beside pgbench and
+    /// redis-benchmark). `--write FILE` puts each table into its section of FILE.
+    Bench {
+        /// sim (simulation build); ledger, orders or services (real build).
+        what: String,
+        /// Seconds per load level (real build).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seeds per sweep (simulation build).
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
+        /// Write the tables into this markdown file (between `<!-- bench:NAME -->` markers).
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+        /// Where the services' logs go (real build).
+        #[arg(long, default_value = "target/testbed/bench")]
+        out: std::path::PathBuf,
+    },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
     /// Draw a history as a self-contained HTML timeline (lanes per client, faults as bands,
@@ -224,6 +244,7 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::List => list(),
+        Command::Bench { what, seconds, seeds, write, out } => bench_cmd(&what, seconds, seeds, write.as_deref(), &out),
         Command::Timeline { history, faults, out } => timeline(&history, faults.as_deref(), &out),
         Command::Check { model, format, budget, files } => {
             let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
@@ -330,6 +351,167 @@ fn real_cmd(
     } else {
         EXIT_VIOLATION
     }
+}
+
+/// The process's peak resident memory (VmHWM), in MB.
+#[cfg(madsim)]
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .map_or(0.0, |kb: f64| kb / 1024.0)
+}
+
+/// The sweeps of `bench sim`: every scenario, one job and all cores, each in a child process so
+/// that its peak memory is its own.
+#[cfg(madsim)]
+const BENCH_SIM_SCENARIOS: [&str; 4] = ["ledger-chaos", "processor-crash", "flash-sale", "worker-crash"];
+
+fn bench_cmd(what: &str, seconds: u64, seeds: u64, write: Option<&std::path::Path>, out: &std::path::Path) -> u8 {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let sections: Vec<(&str, Result<String, String>)> = match what {
+        #[cfg(madsim)]
+        "sim" => vec![("sim", bench_sim(seeds))],
+        #[cfg(not(madsim))]
+        "ledger" | "orders" | "services" => {
+            let _ = (seeds,);
+            let tools = match testbed::real::LocalTools::discover() {
+                Ok(tools) => tools,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_SETUP;
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let mut sections = Vec::new();
+            if what != "orders" {
+                let r = runtime.block_on(testbed::bench::ledger(&tools, seconds, &out.join("ledger")));
+                sections.push(("ledger", r.map_err(|e| e.to_string())));
+            }
+            if what != "ledger" {
+                let r = runtime.block_on(testbed::bench::orders(&tools, seconds, &out.join("orders")));
+                sections.push(("orders", r.map_err(|e| e.to_string())));
+            }
+            sections
+        }
+        other => {
+            let _ = (seconds, seeds, out);
+            #[cfg(madsim)]
+            eprintln!("error: unknown benchmark {other:?}: the simulation build measures `sim`");
+            #[cfg(not(madsim))]
+            eprintln!("error: unknown benchmark {other:?}: the real build measures ledger, orders or services");
+            return EXIT_USAGE;
+        }
+    };
+    let mut code = EXIT_OK;
+    for (name, result) in sections {
+        match result {
+            Ok(table) => {
+                let body = format!("{}{table}", testbed_provenance(&command));
+                println!("## {name}\n\n{body}");
+                if let Some(file) = write
+                    && let Err(e) = write_section(file, name, &body)
+                {
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    code = EXIT_USAGE;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: benchmark {name}: {e}");
+                code = 5;
+            }
+        }
+    }
+    code
+}
+
+#[cfg(madsim)]
+fn bench_sim(seeds: u64) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut table = String::from(
+        "| scenario | seeds | jobs 1: seeds/s | jobs 1: peak MB | jobs 1: simulated s per wall s | \
+         jobs {cores}: seeds/s | jobs {cores}: peak MB | seeds/hour with {cores} |\n|---|---|---|---|---|---|---|---|\n",
+    )
+    .replace("{cores}", &cores.to_string());
+    for scenario in BENCH_SIM_SCENARIOS {
+        let mut cells = Vec::new();
+        for jobs in [1, cores] {
+            let output = std::process::Command::new(&exe)
+                .args(["sweep", "--scenario", scenario, "--seeds", &seeds.to_string(), "--jobs", &jobs.to_string()])
+                .arg("--json")
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let summary: serde_json::Value = text
+                .lines()
+                .find(|l| l.starts_with('{'))
+                .and_then(|l| serde_json::from_str(l).ok())
+                .ok_or_else(|| format!("{scenario}: no summary from the sweep: {text}"))?;
+            if summary["failures"].as_array().is_some_and(|f| !f.is_empty()) {
+                return Err(format!("{scenario}: the sweep found failures; fix them before measuring"));
+            }
+            cells.push(summary);
+        }
+        let rate = |i: usize| cells[i]["seeds_per_second"].as_f64().unwrap_or(0.0);
+        let mb = |i: usize| cells[i]["peak_rss_mb"].as_f64().unwrap_or(0.0);
+        let sim_per_wall =
+            cells[0]["simulated_seconds"].as_f64().unwrap_or(0.0) / cells[0]["seconds"].as_f64().unwrap_or(1.0);
+        table.push_str(&format!(
+            "| {scenario} | {seeds} | {:.1} | {:.0} | {sim_per_wall:.0} | {:.1} | {:.0} | {:.0} |\n",
+            rate(0),
+            mb(0),
+            rate(1),
+            mb(1),
+            rate(1) * 3600.0
+        ));
+    }
+    Ok(table)
+}
+
+/// Replaces a `<!-- bench:NAME -->` section of a markdown file.
+fn write_section(file: &std::path::Path, name: &str, body: &str) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let section = format!("{open}\n{body}{close}");
+    let text = match (text.find(&open), text.find(&close)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &text[..a], &text[b + close.len()..]),
+        _ => format!("{}\n\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(file, text)
+}
+
+/// The machine, the commit and the command.
+fn testbed_provenance(command: &str) -> String {
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(String::new(), |kb| format!(", {:.0} GiB", kb / 1024.0 / 1024.0));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "Machine: {cores} cores ({cpu}{memory}). Commit {}. Command: `{command}`. {}.\n\n",
+        run("git", &["rev-parse", "--short", "HEAD"]),
+        run("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )
 }
 
 fn timeline(history: &std::path::Path, faults: Option<&std::path::Path>, out: &std::path::Path) -> u8 {
@@ -544,6 +726,8 @@ mod sim {
                 "coverage": marks,
                 "seconds": secs,
                 "seeds_per_second": rate,
+                "simulated_seconds": outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
+                "peak_rss_mb": super::peak_rss_mb(),
             });
             println!("{summary}");
         } else {
@@ -658,5 +842,22 @@ mod sim {
         }
         println!("trace hash: {:016x}", outcome.trace_hash);
         if outcome.passed() { EXIT_OK } else { EXIT_VIOLATION }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bench_sections_are_replaced_in_place() {
+        let file = std::env::temp_dir().join(format!("bench-section-{}.md", std::process::id()));
+        std::fs::write(&file, "# B\n\n<!-- bench:x -->\nold\n<!-- /bench:x -->\ntail\n").unwrap();
+        super::write_section(&file, "x", "new\n").unwrap();
+        super::write_section(&file, "y", "other\n").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            text,
+            "# B\n\n<!-- bench:x -->\nnew\n<!-- /bench:x -->\ntail\n\n<!-- bench:y -->\nother\n<!-- /bench:y -->\n"
+        );
+        let _ = std::fs::remove_file(file);
     }
 }

@@ -29,22 +29,26 @@ pub const READ_PAGE: usize = 1000;
 pub const SETUP_CLIENT: usize = 9999;
 
 /// A deployed ledger.
-struct Deployment {
-    apis: Vec<String>,
-    query: String,
-    events_url: String,
-    read_url: String,
-    backend: Backend,
+pub(crate) struct Deployment {
+    pub(crate) apis: Vec<String>,
+    pub(crate) query: String,
+    pub(crate) events_url: String,
+    pub(crate) read_url: String,
+    pub(crate) backend: Backend,
     /// Databases to drop at the end (local runs).
-    databases: Vec<String>,
+    pub(crate) databases: Vec<String>,
     /// Put before account ids and keys against a deployment that outlives runs.
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
-async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str) -> Result<Deployment, RealError> {
-    let local = Local::new(&options.out.join("logs"))?;
+pub(crate) async fn deploy_local(
+    out: &std::path::Path,
+    tools: &super::LocalTools,
+    id: &str,
+) -> Result<Deployment, RealError> {
+    let local = Local::new(&out.join("logs"))?;
     let nats_port = free_port()?;
-    let store = options.out.join("nats-store");
+    let store = out.join("nats-store");
     std::fs::create_dir_all(&store).map_err(|e| RealError::Setup(e.to_string()))?;
     local
         .add(Spec {
@@ -116,7 +120,7 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let started = Instant::now();
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
-        Mode::Local(tools) => deploy_local(options, tools, &id).await?,
+        Mode::Local(tools) => deploy_local(&options.out, tools, &id).await?,
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;

@@ -35,22 +35,38 @@ pub const INIT_ATTEMPTS_MAX: u32 = 20;
 /// to count as drained.
 pub const DRAIN_STILL: Duration = Duration::from_secs(3);
 
-struct Deployment {
-    apis: Vec<String>,
-    room: String,
-    database_url: String,
-    redis_url: String,
-    backend: Backend,
-    databases: Vec<String>,
+pub(crate) struct Deployment {
+    pub(crate) apis: Vec<String>,
+    pub(crate) room: String,
+    pub(crate) database_url: String,
+    pub(crate) redis_url: String,
+    pub(crate) backend: Backend,
+    pub(crate) databases: Vec<String>,
     /// The product, users and keys of this run (prefixed against a deployment that outlives runs).
-    product: String,
-    prefix: String,
+    pub(crate) product: String,
+    pub(crate) prefix: String,
 }
 
-async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str) -> Result<Deployment, RealError> {
-    let local = Local::new(&options.out.join("logs"))?;
+/// The API's admission limits of a local deployment: orders per user per second, and orders in
+/// flight per instance before the waiting room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) rate_limit: u32,
+    pub(crate) in_flight_max: usize,
+}
+
+/// The simulator's limits (see [`LOCAL_RATE_LIMIT`]).
+pub(crate) const SIM_LIMITS: Limits = Limits { rate_limit: LOCAL_RATE_LIMIT, in_flight_max: LOCAL_IN_FLIGHT_MAX };
+
+pub(crate) async fn deploy_local(
+    out: &std::path::Path,
+    tools: &super::LocalTools,
+    id: &str,
+    limits: Limits,
+) -> Result<Deployment, RealError> {
+    let local = Local::new(&out.join("logs"))?;
     let redis_port = free_port()?;
-    let redis_dir = options.out.join("redis");
+    let redis_dir = out.join("redis");
     std::fs::create_dir_all(&redis_dir).map_err(|e| RealError::Setup(e.to_string()))?;
     // Append-only with an fsync before every reply: a killed Redis restarts with every write it
     // acknowledged (the simulator's memory-only restart is its own scenario, with reconcile).
@@ -97,8 +113,8 @@ async fn deploy_local(options: &RealOptions, tools: &super::LocalTools, id: &str
         ("KAFKA_BROKERS".to_string(), brokers),
         ("WAITING_ROOM_ADDR".to_string(), format!("127.0.0.1:{room_port}")),
         ("ORDERS_POOL_MAX".to_string(), "8".to_string()),
-        ("ORDERS_RATE_LIMIT".to_string(), LOCAL_RATE_LIMIT.to_string()),
-        ("ORDERS_IN_FLIGHT_MAX".to_string(), LOCAL_IN_FLIGHT_MAX.to_string()),
+        ("ORDERS_RATE_LIMIT".to_string(), limits.rate_limit.to_string()),
+        ("ORDERS_IN_FLIGHT_MAX".to_string(), limits.in_flight_max.to_string()),
         ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
     ];
     let role = |name: &str, role: &str, extra: Vec<(String, String)>, port: Option<u16>| Spec {
@@ -149,7 +165,7 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let started = Instant::now();
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
-        Mode::Local(tools) => deploy_local(options, tools, &id).await?,
+        Mode::Local(tools) => deploy_local(&options.out, tools, &id, SIM_LIMITS).await?,
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;

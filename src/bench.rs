@@ -1,0 +1,378 @@
+//! `testbed bench`: throughput and latency of the real services on this machine, each beside a
+//! reference run of the same infrastructure in the same run (pgbench's TPC-B-like script for
+//! the ledger, redis-benchmark running the stock script with EVALSHA for the order API), as
+//! markdown tables (`testbed bench ledger|orders|services`, which `--write` puts into
+//! BENCHMARKS.md with the machine, the commit and the command).
+//!
+//! The services run as the real runner deploys them (`real::*::deploy_local`): processes of
+//! their own on free ports, on databases of the run's own.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use sim::http::HttpReq;
+
+use crate::real::procs::{Action, Backend};
+use crate::real::transport::Http;
+use crate::real::{self, LocalTools, RealError};
+
+/// Client counts of the ledger benchmark (the issue's 1, 8 and 64).
+pub const LEDGER_CONCURRENCY: [usize; 3] = [1, 8, 64];
+/// Accounts the ledger benchmark spreads its deposits over.
+pub const LEDGER_ACCOUNTS: usize = 100;
+/// pgbench's scale factor (100,000 accounts per unit).
+pub const PGBENCH_SCALE: u32 = 10;
+/// Fixed request rates of the order benchmark, per second.
+pub const ORDER_RATES: [u64; 2] = [500, 1000];
+/// Closed-loop clients of the order API's saturation run.
+pub const ORDER_SATURATION_CLIENTS: usize = 64;
+/// Requests in flight at most in an open-loop run (beyond it, the run is overloaded and
+/// further requests are counted as errors rather than queued without bound).
+pub const OPEN_LOOP_IN_FLIGHT_MAX: usize = 4096;
+/// How long one request may take before it counts as an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the worker to persist the orders of the worker benchmark.
+pub const WORKER_DRAIN_MAX: Duration = Duration::from_secs(300);
+
+/// One measured load level.
+#[derive(Debug, Clone, Default)]
+pub struct Level {
+    pub ok: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Level {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The latency at quantile `q` (0..=1) of the successful requests, in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[index] as f64 / 1000.0
+    }
+
+    fn record(&mut self, ok: bool, latency: Duration) {
+        if ok {
+            self.ok += 1;
+            self.latencies_us.push(latency.as_micros() as u64);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Level) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> RealError {
+    RealError::Setup(e.to_string())
+}
+
+/// The ledger: deposits through the command API at each concurrency, beside pgbench.
+pub async fn ledger(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
+    let id = format!("bench{}", real::run_id(0));
+    let d = real::ledger::deploy_local(out, tools, &id).await?;
+    let result = ledger_levels(tools, &d, &id, seconds).await;
+    if let Backend::Local(local) = &d.backend {
+        local.shutdown();
+    }
+    for url in &d.databases {
+        let _ = services::adapters::pg::drop_database(url).await;
+    }
+    let pg_url = format!("{}/{id}_pgbench", tools.postgres);
+    let _ = services::adapters::pg::drop_database(&pg_url).await;
+    result
+}
+
+async fn ledger_levels(
+    tools: &LocalTools,
+    d: &real::ledger::Deployment,
+    id: &str,
+    seconds: u64,
+) -> Result<String, RealError> {
+    let http = Http::new(services::ledger::api::IDEMPOTENCY_HEADER, None)?;
+    let api = d.apis[0].clone();
+    for i in 0..LEDGER_ACCOUNTS {
+        let body = json!({"account_id": format!("b-{i}"), "owner_name": "Bench", "initial_balance": "1000000.00",
+                          "currency": "USD"});
+        let req = HttpReq::post("/api/v1/commands/create-account", Some(&format!("open-{i}")), &body);
+        match http.send(&api, req, REQUEST_TIMEOUT).await {
+            Some(answer) if answer.status == 201 || answer.status == 200 => {}
+            other => return Err(setup(format!("opening account b-{i}: {other:?}"))),
+        }
+    }
+    let pg_url = format!("{}/{id}_pgbench", tools.postgres);
+    services::adapters::pg::ensure_database(&pg_url).await.map_err(setup)?;
+    pgbench(&pg_url, &["-i", "-q", "-s", &PGBENCH_SCALE.to_string()])?;
+    let mut table = String::from(
+        "| clients | ledger deposits/s | p50 ms | p99 ms | errors | pgbench TPC-B tps | pgbench mean ms | ledger / pgbench |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for clients in LEDGER_CONCURRENCY {
+        let level = closed_loop(clients, Duration::from_secs(seconds), {
+            let (http, api) = (http.clone(), api.clone());
+            move |client, n, rng| {
+                let (http, api) = (http.clone(), api.clone());
+                let account = format!("b-{}", rng.gen_range(0..LEDGER_ACCOUNTS));
+                async move {
+                    let body = json!({"account_id": account, "amount": "1.00"});
+                    let key = format!("d{clients}-{client}-{n}");
+                    let req = HttpReq::post("/api/v1/commands/deposit", Some(&key), &body);
+                    matches!(http.send(&api, req, REQUEST_TIMEOUT).await, Some(a) if a.status == 201 || a.status == 200)
+                }
+            }
+        })
+        .await;
+        let jobs = clients.min(2).to_string();
+        let report = pgbench(&pg_url, &["-n", "-c", &clients.to_string(), "-j", &jobs, "-T", &seconds.to_string()])?;
+        let (tps, mean) = parse_pgbench(&report).ok_or_else(|| setup(format!("pgbench printed no tps: {report}")))?;
+        table.push_str(&format!(
+            "| {clients} | {:.0} | {:.1} | {:.1} | {} | {tps:.0} | {mean:.1} | {:.2} |\n",
+            level.per_second(),
+            level.quantile_ms(0.5),
+            level.quantile_ms(0.99),
+            level.errors,
+            level.per_second() / tps
+        ));
+    }
+    Ok(table)
+}
+
+fn pgbench(url: &str, args: &[&str]) -> Result<String, RealError> {
+    let output = Command::new("pgbench").args(args).arg(url).output().map_err(|e| setup(format!("pgbench: {e}")))?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    if output.status.success() { Ok(text) } else { Err(setup(format!("pgbench failed: {text}"))) }
+}
+
+/// `tps = 1234.5 (without initial connection time)` and `latency average = 6.4 ms`.
+pub fn parse_pgbench(report: &str) -> Option<(f64, f64)> {
+    let number_after = |prefix: &str| {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+    };
+    Some((number_after("tps =")?, number_after("latency average =")?))
+}
+
+/// `clients` tasks, each issuing one request after the other for `duration`.
+async fn closed_loop<F, Fut>(clients: usize, duration: Duration, request: F) -> Level
+where
+    F: Fn(usize, u64, &mut ChaCha8Rng) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let request = request.clone();
+        tasks.spawn(async move {
+            let mut rng = ChaCha8Rng::seed_from_u64(client as u64);
+            let mut level = Level::default();
+            let mut n = 0;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let ok = request(client, n, &mut rng).await;
+                level.record(ok, t0.elapsed());
+                n += 1;
+            }
+            level
+        });
+    }
+    let mut total = Level::default();
+    while let Some(level) = tasks.join_next().await {
+        total.merge(level.unwrap_or_default());
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    total
+}
+
+/// Requests started at a fixed rate for `duration`, whatever the answers' latency.
+async fn open_loop<F, Fut>(rate: u64, duration: Duration, request: F) -> Level
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let started = Instant::now();
+    let total = rate * duration.as_secs();
+    let level = Arc::new(Mutex::new(Level::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        while tasks.try_join_next().is_some() {}
+        if tasks.len() >= OPEN_LOOP_IN_FLIGHT_MAX {
+            level.lock().expect("not poisoned").errors += 1;
+            continue;
+        }
+        let (future, level) = (request(n), level.clone());
+        tasks.spawn(async move {
+            // Latency from when the request was due: a late start counts against the service.
+            let ok = future.await;
+            level.lock().expect("not poisoned").record(ok, due.elapsed());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut level = Arc::try_unwrap(level).map(|m| m.into_inner().expect("not poisoned")).unwrap_or_default();
+    level.seconds = duration.as_secs_f64();
+    level
+}
+
+/// The order system: `/order` at fixed rates and at saturation, beside redis-benchmark running
+/// the stock script with EVALSHA; then the worker alone, persisting what the saturation run
+/// left in the topic.
+pub async fn orders(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
+    let id = format!("bench{}", real::run_id(0));
+    let limits = real::orders::Limits { rate_limit: 1_000_000, in_flight_max: 1_000_000 };
+    let d = real::orders::deploy_local(out, tools, &id, limits).await?;
+    let result = order_levels(&d, seconds).await;
+    if let Backend::Local(local) = &d.backend {
+        local.shutdown();
+    }
+    for url in &d.databases {
+        let _ = services::adapters::pg::drop_database(url).await;
+    }
+    result
+}
+
+async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<String, RealError> {
+    use services::ports::orders::OrderStore;
+    let http = Http::new(services::orders::api::KEY_HEADER, None)?;
+    let api = d.apis[0].clone();
+    let product = "bench-sku";
+    let init = sim::orders::workload::init_request(product, 1_000_000_000);
+    match http.send(&api, init, REQUEST_TIMEOUT).await {
+        Some(answer) if answer.status == 200 => {}
+        other => return Err(setup(format!("starting the sale: {other:?}"))),
+    }
+    let order = {
+        let (http, api) = (http.clone(), api.clone());
+        move |tag: String| {
+            let (http, api) = (http.clone(), api.clone());
+            async move {
+                let req = sim::orders::workload::order_request(product, &format!("u{tag}"), &format!("k{tag}"), None);
+                matches!(http.send(&api, req, REQUEST_TIMEOUT).await, Some(a) if a.status == 200)
+            }
+        }
+    };
+    let mut table = String::from("| load | /order ok/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
+    for rate in ORDER_RATES {
+        let order = order.clone();
+        let level = open_loop(rate, Duration::from_secs(seconds), move |n| order(format!("r{rate}-{n}"))).await;
+        table.push_str(&format!(
+            "| {rate}/s offered | {:.0} | {:.1} | {:.1} | {} |\n",
+            level.per_second(),
+            level.quantile_ms(0.5),
+            level.quantile_ms(0.99),
+            level.errors
+        ));
+    }
+    // Saturation with the worker stopped: the orders wait in the topic for the worker run.
+    d.backend.act(Action::Kill, "worker").await?;
+    let store = services::adapters::pg_orders::PgOrderStore::new(
+        services::adapters::pg::lazy_pool(&d.database_url, 2).map_err(setup)?,
+    );
+    let persisted_before = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
+    let level = closed_loop(ORDER_SATURATION_CLIENTS, Duration::from_secs(seconds), {
+        let order = order.clone();
+        move |client, n, _rng| order(format!("s{client}-{n}"))
+    })
+    .await;
+    table.push_str(&format!(
+        "| saturation ({ORDER_SATURATION_CLIENTS} clients) | {:.0} | {:.1} | {:.1} | {} |\n",
+        level.per_second(),
+        level.quantile_ms(0.5),
+        level.quantile_ms(0.99),
+        level.errors
+    ));
+    let redis_rps = redis_benchmark(&d.redis_url, product)?;
+    table.push_str(&format!(
+        "\nredis-benchmark, the stock script by EVALSHA (50 connections, one key per request): {redis_rps:.0} requests/s.\n"
+    ));
+    let started = Instant::now();
+    d.backend.act(Action::Start, "worker").await?;
+    let target = persisted_before + level.ok as i64;
+    let mut persisted = persisted_before;
+    while persisted < target && started.elapsed() < WORKER_DRAIN_MAX {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        persisted = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    table.push_str(&format!(
+        "Worker: {} orders waiting in the topic persisted in {secs:.1} s from its start: {:.0} orders/s{}.\n",
+        persisted - persisted_before,
+        (persisted - persisted_before) as f64 / secs,
+        if persisted < target { " (did not finish)" } else { "" }
+    ));
+    store.pool().close().await;
+    Ok(table)
+}
+
+/// redis-benchmark calling the stock script by its SHA on the deployment's Redis.
+fn redis_benchmark(redis_url: &str, product: &str) -> Result<f64, RealError> {
+    let port = redis_url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/');
+    let sha = redis::Script::new(services::adapters::redis::STOCK_SCRIPT).get_hash().to_string();
+    let load = Command::new("redis-cli")
+        .args(["-p", port, "SCRIPT", "LOAD", services::adapters::redis::STOCK_SCRIPT])
+        .output()
+        .map_err(|e| setup(format!("redis-cli: {e}")))?;
+    if !load.status.success() {
+        return Err(setup("redis-cli SCRIPT LOAD failed"));
+    }
+    let stock_key = services::adapters::redis::stock_key(product);
+    let output = Command::new("redis-benchmark")
+        .args(["-p", port, "-n", "200000", "-c", "50", "-r", "100000000", "-q", "EVALSHA", &sha, "2"])
+        .args([stock_key.as_str(), "idem:__rand_int__", "reserve", "86400", "1"])
+        .output()
+        .map_err(|e| setup(format!("redis-benchmark: {e}")))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // `EVALSHA ...: 81234.56 requests per second, p50=0.303 msec`
+    text.split("requests per second")
+        .next()
+        .and_then(|head| head.rsplit(':').next())
+        .and_then(|n| n.trim().rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .ok_or_else(|| setup(format!("redis-benchmark printed no rate: {text}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_reports_parse() {
+        let report = "number of failed transactions: 0 (0.000%)\nlatency average = 6.383 ms\n\
+                      initial connection time = 3.112 ms\ntps = 1253.377813 (without initial connection time)\n";
+        assert_eq!(parse_pgbench(report), Some((1253.377813, 6.383)));
+        assert_eq!(parse_pgbench("nothing"), None);
+    }
+
+    #[test]
+    fn quantiles_of_a_level() {
+        let mut level = Level::default();
+        for ms in 1..=100 {
+            level.record(true, Duration::from_millis(ms));
+        }
+        level.record(false, Duration::ZERO);
+        level.seconds = 2.0;
+        assert_eq!(level.per_second(), 50.0);
+        assert_eq!(level.quantile_ms(0.5), 51.0);
+        assert_eq!(level.quantile_ms(0.99), 99.0);
+        assert_eq!(level.errors, 1);
+    }
+}
