@@ -29,6 +29,10 @@ pub const LEDGER_ACCOUNTS: usize = 100;
 pub const PGBENCH_SCALE: u32 = 10;
 /// Fixed request rates of the order benchmark, per second.
 pub const ORDER_RATES: [u64; 2] = [500, 1000];
+/// The unrecorded warm-up before the order API's levels.
+pub const WARM_UP: Duration = Duration::from_secs(2);
+/// Its rate, per second.
+pub const WARM_UP_RATE: u64 = 200;
 /// Closed-loop clients of the order API's saturation run.
 pub const ORDER_SATURATION_CLIENTS: usize = 64;
 /// Requests in flight at most in an open-loop run (beyond it, the run is overloaded and
@@ -271,6 +275,9 @@ async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<Stri
             }
         }
     };
+    // Warm-up, not recorded: connections, the producer's metadata, the script cache.
+    let warm = order.clone();
+    open_loop(WARM_UP_RATE, WARM_UP, move |n| warm(format!("w{n}"))).await;
     let mut table = String::from("| load | /order ok/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
     for rate in ORDER_RATES {
         let order = order.clone();

@@ -37,9 +37,15 @@ fn seed_reaching(scenario: RealScenario, duration: Duration, needs: &[(&str, &st
 /// Runs the CLI; returns the report, after requiring exit 0 and a history `check` accepts.
 fn run_clean(scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> Value {
     let out = out_dir(scenario);
+    let report = run_clean_in(&out, scenario, seed, duration, model);
+    let _ = std::fs::remove_dir_all(&out);
+    report
+}
+
+fn run_clean_in(out: &Path, scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> Value {
     let output = testbed()
         .args(["real", "--scenario", scenario, "--seed", &seed.to_string(), "--duration", duration, "--out"])
-        .arg(&out)
+        .arg(out)
         .output()
         .expect("testbed runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -55,7 +61,6 @@ fn run_clean(scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> 
     if let Some(model) = model {
         check_history(&run_dir.join("history.jsonl"), model);
     }
-    let _ = std::fs::remove_dir_all(&out);
     report
 }
 
@@ -100,6 +105,20 @@ fn concurrent_withdrawals_exactly_ten_succeed() {
     assert_eq!(report["fail"], 90, "{report}");
     let report = run_clean("double-spend", 1, "5s", Some("bank"));
     assert_eq!(report["ok"], 2, "{report}");
+}
+
+#[test]
+fn a_rerun_in_the_same_directory_starts_from_nothing() {
+    // The second run in a directory must not replay the first one's Redis append-only file (a
+    // large one keeps Redis loading while the run starts) nor append to its logs.
+    let out = out_dir("rerun");
+    run_clean_in(&out, "flash-sale", 5, "3s", None);
+    let report = run_clean_in(&out, "flash-sale", 5, "3s", None);
+    let restarts = faults_of(&report).iter().filter(|(r, a)| r == "redis" && a == "start").count();
+    let log = std::fs::read_to_string(out.join("flash-sale-5/logs/redis.log")).unwrap();
+    assert_eq!(log.matches("Ready to accept connections").count(), 1 + restarts, "{log}");
+    assert_eq!(log.matches("Creating AOF base file").count(), 1, "Redis did not start empty:\n{log}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub(crate) async fn deploy_local(
     let local = Local::new(&out.join("logs"))?;
     let nats_port = free_port()?;
     let store = out.join("nats-store");
+    // A fresh store: streams left by an earlier run would be redelivered into this one.
+    let _ = std::fs::remove_dir_all(&store);
     std::fs::create_dir_all(&store).map_err(|e| RealError::Setup(e.to_string()))?;
     local
         .add(Spec {

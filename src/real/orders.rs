@@ -67,6 +67,8 @@ pub(crate) async fn deploy_local(
     let local = Local::new(&out.join("logs"))?;
     let redis_port = free_port()?;
     let redis_dir = out.join("redis");
+    // A fresh data directory: an append-only file left by an earlier run would be replayed.
+    let _ = std::fs::remove_dir_all(&redis_dir);
     std::fs::create_dir_all(&redis_dir).map_err(|e| RealError::Setup(e.to_string()))?;
     // Append-only with an fsync before every reply: a killed Redis restarts with every write it
     // acknowledged (the simulator's memory-only restart is its own scenario, with reconcile).

@@ -67,6 +67,7 @@ pub struct Local {
 
 impl Local {
     pub fn new(log_dir: &Path) -> Result<Local, RealError> {
+        let _ = std::fs::remove_dir_all(log_dir);
         std::fs::create_dir_all(log_dir).map_err(|e| RealError::Setup(format!("{}: {e}", log_dir.display())))?;
         Ok(Local { procs: Mutex::default(), log_dir: log_dir.to_path_buf() })
     }
