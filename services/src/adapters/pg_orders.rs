@@ -79,46 +79,72 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn persist(&self, order: &Order) -> Result<Persisted, OrderStoreError> {
+        let mut persisted = self.persist_batch(std::slice::from_ref(order)).await?;
+        Ok(persisted.pop().unwrap_or(Persisted::NoSale))
+    }
+
+    async fn persist_batch(&self, orders: &[Order]) -> Result<Vec<Persisted>, OrderStoreError> {
+        // One transaction, one commit: the products' rows locked first, in id order (no
+        // deadlock between workers), then per order the idempotent insert and the decrement
+        // where stock > 0; an order that finds no stock is deleted again ("SOLD OUT in DB").
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE product_id = $1 FOR UPDATE")
+        let mut products: Vec<&str> = orders.iter().map(|o| o.product_id.as_str()).collect();
+        products.sort_unstable();
+        products.dedup();
+        let mut on_sale = std::collections::BTreeSet::new();
+        for product in products {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE product_id = $1 FOR UPDATE")
+                .bind(product)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if exists.is_some() {
+                on_sale.insert(product);
+            }
+        }
+        let mut persisted = Vec::with_capacity(orders.len());
+        for order in orders {
+            if !on_sale.contains(order.product_id.as_str()) {
+                persisted.push(Persisted::NoSale);
+                continue;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO orders (order_id, idempotency_key, product_id, user_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&order.order_id)
+            .bind(&order.idempotency_key)
             .bind(&order.product_id)
-            .fetch_optional(&mut *tx)
+            .bind(&order.user_id)
+            .execute(&mut *tx)
             .await
-            .map_err(store_error)?;
-        if exists.is_none() {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Persisted::NoSale);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO orders (order_id, idempotency_key, product_id, user_id) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&order.order_id)
-        .bind(&order.idempotency_key)
-        .bind(&order.product_id)
-        .bind(&order.user_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Persisted::Duplicate);
-        }
-        let decremented = sqlx::query(
-            "UPDATE products SET stock = stock - 1, updated_at = now() WHERE product_id = $1 AND stock > 0",
-        )
-        .bind(&order.product_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        if decremented == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Persisted::SoldOut);
+            .map_err(store_error)?
+            .rows_affected();
+            if inserted == 0 {
+                persisted.push(Persisted::Duplicate);
+                continue;
+            }
+            let decremented = sqlx::query(
+                "UPDATE products SET stock = stock - 1, updated_at = now() WHERE product_id = $1 AND stock > 0",
+            )
+            .bind(&order.product_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            if decremented == 0 {
+                sqlx::query("DELETE FROM orders WHERE order_id = $1")
+                    .bind(&order.order_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                persisted.push(Persisted::SoldOut);
+                continue;
+            }
+            persisted.push(Persisted::Inserted);
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(Persisted::Inserted)
+        Ok(persisted)
     }
 
     async fn product(&self, product_id: &str) -> Result<Option<ProductRow>, OrderStoreError> {

@@ -197,6 +197,34 @@ impl StockCache for RedisStockCache {
         })
     }
 
+    async fn claim_batch(&self, keys: &[String]) -> Result<Vec<Claim>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: the script (re)loaded, then one EVALSHA per key, pipelined. Each
+        // claim is still one atomic script run.
+        let sha = self.script.get_hash().to_string();
+        let keys = keys.to_vec();
+        let answers: Vec<String> = self
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SCRIPT").arg("LOAD").arg(STOCK_SCRIPT).ignore();
+                for key in &keys {
+                    pipe.cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(2)
+                        .arg(stock_key("-"))
+                        .arg(format!("idem:{key}"))
+                        .arg("claim")
+                        .arg(IDEMPOTENCY_TTL.as_secs())
+                        .arg(0);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        Ok(answers.iter().map(|a| if a == "cancelled" { Claim::Cancelled } else { Claim::Proceed }).collect())
+    }
+
     async fn grant_admission(&self, token: &str, ttl: Duration) -> Result<(), CacheError> {
         let key = format!("admit:{token}");
         let ms = ttl.as_millis() as u64;

@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use crate::ports::orders::{
-    CacheError, Claim, OrderConsumer, OrderStore, Persisted, QueueError, QueuedOrder, StockCache,
-};
+use models::orders::Order;
+
+use crate::ports::orders::{CacheError, Claim, OrderConsumer, OrderStore, Persisted, QueueError, StockCache};
 
 /// Messages polled per round.
 pub const WORKER_BATCH_MAX: usize = 500;
 /// Longest wait of a poll.
 pub const WORKER_POLL_WAIT: Duration = Duration::from_millis(200);
-/// Attempts to persist one order before the round gives up (its offset stays uncommitted).
+/// Attempts to persist a round's batch before the round gives up (its offsets stay uncommitted).
 pub const PERSIST_ATTEMPTS_MAX: u32 = 5;
 /// Pause between two attempts, doubling up to [`PERSIST_BACKOFF_MAX`].
 pub const PERSIST_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -45,7 +45,7 @@ pub enum WorkError {
     Cache(#[from] CacheError),
 }
 
-/// One round: poll, persist in order, commit what persisted.
+/// One round: poll, claim the batch, persist it, commit its offsets.
 ///
 /// # Errors
 /// [`WorkError`] when the queue or the store failed; what persisted before is committed.
@@ -61,65 +61,58 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
         consumer.commit(&batch).await?;
     }
     let mut stats = WorkStats::default();
-    let mut done: Vec<QueuedOrder> = Vec::with_capacity(batch.len());
-    for message in batch {
-        match cache.claim(&message.order.idempotency_key).await {
-            Ok(Claim::Proceed) => {}
-            Ok(Claim::Cancelled) => {
+    if batch.is_empty() {
+        return Ok(stats);
+    }
+    // The batch's claims in one round trip, then the claimed orders in one transaction, then
+    // the offsets: a failure anywhere commits nothing, and the redelivered batch claims and
+    // persists again harmlessly (both are idempotent).
+    let keys: Vec<String> = batch.iter().map(|m| m.order.idempotency_key.clone()).collect();
+    let claims = cache.claim_batch(&keys).await?;
+    let mut claimed = Vec::with_capacity(batch.len());
+    for (message, claim) in batch.iter().zip(claims) {
+        match claim {
+            Claim::Proceed => claimed.push(message.order.clone()),
+            Claim::Cancelled => {
                 crate::bugs::coverage::mark("cancelled-order-skipped");
                 stats.cancelled += 1;
-                done.push(message);
-                continue;
-            }
-            Err(e) => {
-                if !done.is_empty() {
-                    consumer.commit(&done).await?;
-                }
-                return Err(e.into());
-            }
-        }
-        match persist_with_retries(store, &message).await {
-            Ok(persisted) => {
-                match persisted {
-                    Persisted::Inserted => stats.inserted += 1,
-                    Persisted::Duplicate => {
-                        crate::bugs::coverage::mark("duplicate-order-deduped");
-                        stats.duplicates += 1;
-                    }
-                    Persisted::SoldOut => {
-                        stats.sold_out += 1;
-                        tracing::error!(order_id = %message.order.order_id, product = %message.order.product_id,
-                            "SOLD OUT in DB: data inconsistency detected, order not persisted");
-                    }
-                    Persisted::NoSale => {
-                        stats.no_sale += 1;
-                        tracing::error!(order_id = %message.order.order_id, "order for a product without a sale");
-                    }
-                }
-                done.push(message);
-            }
-            Err(e) => {
-                if !done.is_empty() {
-                    consumer.commit(&done).await?;
-                }
-                return Err(e);
             }
         }
     }
-    if !done.is_empty() {
-        consumer.commit(&done).await?;
+    let persisted = persist_with_retries(store, &claimed).await?;
+    for (order, persisted) in claimed.iter().zip(persisted) {
+        match persisted {
+            Persisted::Inserted => stats.inserted += 1,
+            Persisted::Duplicate => {
+                crate::bugs::coverage::mark("duplicate-order-deduped");
+                stats.duplicates += 1;
+            }
+            Persisted::SoldOut => {
+                stats.sold_out += 1;
+                tracing::error!(order_id = %order.order_id, product = %order.product_id,
+                    "SOLD OUT in DB: data inconsistency detected, order not persisted");
+            }
+            Persisted::NoSale => {
+                stats.no_sale += 1;
+                tracing::error!(order_id = %order.order_id, "order for a product without a sale");
+            }
+        }
     }
+    consumer.commit(&batch).await?;
     Ok(stats)
 }
 
-async fn persist_with_retries<S: OrderStore>(store: &S, message: &QueuedOrder) -> Result<Persisted, WorkError> {
+async fn persist_with_retries<S: OrderStore>(store: &S, orders: &[Order]) -> Result<Vec<Persisted>, WorkError> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pause = PERSIST_BACKOFF_MIN;
     let mut last = String::new();
     for attempt in 1..=PERSIST_ATTEMPTS_MAX {
-        match store.persist(&message.order).await {
+        match store.persist_batch(orders).await {
             Ok(persisted) => return Ok(persisted),
             Err(e) => {
-                tracing::warn!(order_id = %message.order.order_id, attempt, error = %e, "persist failed");
+                tracing::warn!(orders = orders.len(), attempt, error = %e, "persisting a batch failed");
                 last = e.to_string();
             }
         }

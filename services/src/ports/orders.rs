@@ -85,6 +85,18 @@ pub trait StockCache: Send + Sync + 'static {
     /// The worker's claim of a queued order before persisting it, atomically against `release`.
     fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, CacheError>> + Send;
 
+    /// The claims of a batch, in order, each atomic against `release` as [`StockCache::claim`]
+    /// is. Adapters that can send them in one round trip do.
+    fn claim_batch(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Claim>, CacheError>> + Send {
+        async move {
+            let mut claims = Vec::with_capacity(keys.len());
+            for key in keys {
+                claims.push(self.claim(key).await?);
+            }
+            Ok(claims)
+        }
+    }
+
     /// Stores a one-time waiting-room admission token.
     fn grant_admission(&self, token: &str, ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
 
@@ -176,6 +188,19 @@ pub trait OrderStore: Send + Sync + 'static {
     /// In one transaction: inserts the order (idempotent on its id) and decrements the stock
     /// where stock > 0.
     fn persist(&self, order: &Order) -> impl Future<Output = Result<Persisted, OrderStoreError>> + Send;
+
+    /// Persists a batch in order, each order as [`OrderStore::persist`] would. Adapters that can
+    /// do it in one transaction do: then a failure persists none of the batch. Either way a
+    /// retry is harmless, the insert being idempotent.
+    fn persist_batch(&self, orders: &[Order]) -> impl Future<Output = Result<Vec<Persisted>, OrderStoreError>> + Send {
+        async move {
+            let mut persisted = Vec::with_capacity(orders.len());
+            for order in orders {
+                persisted.push(self.persist(order).await?);
+            }
+            Ok(persisted)
+        }
+    }
 
     fn product(&self, product_id: &str) -> impl Future<Output = Result<Option<ProductRow>, OrderStoreError>> + Send;
 
