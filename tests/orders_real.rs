@@ -252,6 +252,21 @@ async fn thousand_concurrent_orders_for_hundred_items() {
     t.cleanup().await;
 }
 
+/// Goal: PostgreSQL keeps the order store's contract with the very body the in-memory store
+/// runs: a batch persists in one transaction exactly as its orders would one by one.
+#[tokio::test]
+async fn postgres_keeps_the_order_store_contract() {
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", unique("orders_t"));
+    services::adapters::pg::ensure_database(&url).await.unwrap();
+    let pool = services::adapters::pg::lazy_pool(&url, 2).unwrap();
+    services::adapters::pg_orders::migrate(&pool).await.unwrap();
+    let store = services::adapters::pg_orders::PgOrderStore::new(pool);
+    let result = services::orders::contract::order_store_contract(&store, "pg").await;
+    store.pool().close().await;
+    drop_database(&url).await;
+    result.unwrap();
+}
+
 /// Goal: a repeated key gets the same answer and leaves one row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_key_same_answer_one_row() {

@@ -5,6 +5,8 @@
 //! is not persisted. All SQL is static with bound parameters.
 
 use models::orders::Order;
+use std::collections::{BTreeMap, BTreeSet};
+
 use sqlx::{PgPool, Row};
 
 use crate::ports::orders::{OrderStore, OrderStoreError, Persisted, ProductRow};
@@ -84,64 +86,82 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn persist_batch(&self, orders: &[Order]) -> Result<Vec<Persisted>, OrderStoreError> {
-        // One transaction, one commit: the products' rows locked first, in id order (no
-        // deadlock between workers), then per order the idempotent insert and the decrement
-        // where stock > 0; an order that finds no stock is deleted again ("SOLD OUT in DB").
+        // One transaction of four statements whatever the batch's size, with the outcome of
+        // persisting the orders one by one in batch order: the products' rows locked (in id
+        // order: no deadlock between workers); every order inserted at once, idempotently;
+        // of the new ones, per product, as many as the stock holds keep their rows in batch
+        // order and the rest are deleted again ("SOLD OUT in DB"); the stock decremented.
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let mut products: Vec<&str> = orders.iter().map(|o| o.product_id.as_str()).collect();
+        let mut products: Vec<String> = orders.iter().map(|o| o.product_id.clone()).collect();
         products.sort_unstable();
         products.dedup();
-        let mut on_sale = std::collections::BTreeSet::new();
-        for product in products {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE product_id = $1 FOR UPDATE")
-                .bind(product)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            if exists.is_some() {
-                on_sale.insert(product);
-            }
-        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT product_id, stock FROM products WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+        )
+        .bind(&products)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut stock: BTreeMap<String, i64> = rows.into_iter().collect();
+        let for_sale: Vec<&Order> = orders.iter().filter(|o| stock.contains_key(&o.product_id)).collect();
+        let column = |f: fn(&Order) -> &String| for_sale.iter().map(|o| f(o).clone()).collect::<Vec<String>>();
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO orders (order_id, idempotency_key, product_id, user_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+             ON CONFLICT DO NOTHING RETURNING order_id",
+        )
+        .bind(column(|o| &o.order_id))
+        .bind(column(|o| &o.idempotency_key))
+        .bind(column(|o| &o.product_id))
+        .bind(column(|o| &o.user_id))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut new: BTreeSet<String> = inserted.into_iter().collect();
         let mut persisted = Vec::with_capacity(orders.len());
+        let mut sold_out = Vec::new();
+        let mut taken: BTreeMap<String, i64> = BTreeMap::new();
         for order in orders {
-            if !on_sale.contains(order.product_id.as_str()) {
+            let Some(left) = stock.get_mut(&order.product_id) else {
                 persisted.push(Persisted::NoSale);
                 continue;
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO orders (order_id, idempotency_key, product_id, user_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&order.order_id)
-            .bind(&order.idempotency_key)
-            .bind(&order.product_id)
-            .bind(&order.user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
-            if inserted == 0 {
+            };
+            // The first occurrence of a new order is its insert; a repeat in the batch, or an
+            // order already there, is a duplicate.
+            if !new.remove(&order.order_id) {
                 persisted.push(Persisted::Duplicate);
                 continue;
             }
-            let decremented = sqlx::query(
-                "UPDATE products SET stock = stock - 1, updated_at = now() WHERE product_id = $1 AND stock > 0",
+            if *left > 0 {
+                *left -= 1;
+                *taken.entry(order.product_id.clone()).or_default() += 1;
+                persisted.push(Persisted::Inserted);
+            } else {
+                sold_out.push(order.order_id.clone());
+                persisted.push(Persisted::SoldOut);
+            }
+        }
+        if !sold_out.is_empty() {
+            sqlx::query("DELETE FROM orders WHERE order_id = ANY($1)")
+                .bind(&sold_out)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        if !taken.is_empty() {
+            let (ids, counts): (Vec<String>, Vec<i64>) = taken.into_iter().unzip();
+            sqlx::query(
+                "UPDATE products p SET stock = p.stock - t.n, updated_at = now() \
+                 FROM unnest($1::text[], $2::bigint[]) AS t(product_id, n) WHERE p.product_id = t.product_id",
             )
-            .bind(&order.product_id)
+            .bind(&ids)
+            .bind(&counts)
             .execute(&mut *tx)
             .await
-            .map_err(store_error)?
-            .rows_affected();
-            if decremented == 0 {
-                sqlx::query("DELETE FROM orders WHERE order_id = $1")
-                    .bind(&order.order_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                persisted.push(Persisted::SoldOut);
-                continue;
-            }
-            persisted.push(Persisted::Inserted);
+            .map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)?;
         Ok(persisted)

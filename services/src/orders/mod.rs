@@ -2,6 +2,7 @@
 //! and reconciliation, all generic over the ports.
 
 pub mod api;
+pub mod contract;
 pub mod mem;
 pub mod reconcile;
 pub mod waiting_room;
