@@ -27,6 +27,12 @@ pub const LEDGER_CONCURRENCY: [usize; 3] = [1, 8, 64];
 pub const LEDGER_ACCOUNTS: usize = 100;
 /// pgbench's scale factor (100,000 accounts per unit).
 pub const PGBENCH_SCALE: u32 = 10;
+/// Longest `pgbench -i` (and the slack of a timed pgbench run).
+pub const PGBENCH_INIT_MAX: Duration = Duration::from_secs(120);
+/// Longest redis-benchmark run, and any other helper command.
+pub const HELPER_COMMAND_MAX: Duration = Duration::from_secs(120);
+/// How long the persisted count must hold still before the worker counts as caught up.
+pub const CAUGHT_UP_STILL: Duration = Duration::from_secs(2);
 /// Fixed request rates of the order benchmark, per second.
 pub const ORDER_RATES: [u64; 2] = [500, 1000];
 /// The unrecorded warm-up before the order API's levels.
@@ -88,28 +94,39 @@ fn setup(e: impl std::fmt::Display) -> RealError {
     RealError::Setup(e.to_string())
 }
 
-/// The ledger: deposits through the command API at each concurrency, beside pgbench.
+/// The ledger: deposits through the command API at each concurrency, then (the ledger's
+/// processes stopped, so their pools hold no connections) pgbench at the same client counts.
 pub async fn ledger(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
     let id = format!("bench{}", real::run_id(0));
     let d = real::ledger::deploy_local(out, tools, &id).await?;
-    let result = ledger_levels(tools, &d, &id, seconds).await;
+    let levels = ledger_levels(&d, seconds).await;
     if let Backend::Local(local) = &d.backend {
         local.shutdown();
     }
-    for url in &d.databases {
-        let _ = services::adapters::pg::drop_database(url).await;
-    }
+    real::ledger::drop_databases(&d.databases).await;
+    let levels = levels?;
     let pg_url = format!("{}/{id}_pgbench", tools.postgres);
-    let _ = services::adapters::pg::drop_database(&pg_url).await;
-    result
+    let reference = pgbench_levels(&pg_url, seconds).await;
+    real::ledger::drop_databases(&[pg_url]).await;
+    let reference = reference?;
+    let mut table = String::from(
+        "| clients | ledger deposits/s | p50 ms | p99 ms | errors | pgbench TPC-B tps | pgbench mean ms | ledger / pgbench |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for ((clients, level), (tps, mean)) in levels.iter().zip(reference) {
+        table.push_str(&format!(
+            "| {clients} | {:.0} | {:.1} | {:.1} | {} | {tps:.0} | {mean:.1} | {:.2} |\n",
+            level.per_second(),
+            level.quantile_ms(0.5),
+            level.quantile_ms(0.99),
+            level.errors,
+            level.per_second() / tps
+        ));
+    }
+    Ok(table)
 }
 
-async fn ledger_levels(
-    tools: &LocalTools,
-    d: &real::ledger::Deployment,
-    id: &str,
-    seconds: u64,
-) -> Result<String, RealError> {
+async fn ledger_levels(d: &real::ledger::Deployment, seconds: u64) -> Result<Vec<(usize, Level)>, RealError> {
     let http = Http::new(services::ledger::api::IDEMPOTENCY_HEADER, None)?;
     let api = d.apis[0].clone();
     for i in 0..LEDGER_ACCOUNTS {
@@ -121,13 +138,7 @@ async fn ledger_levels(
             other => return Err(setup(format!("opening account b-{i}: {other:?}"))),
         }
     }
-    let pg_url = format!("{}/{id}_pgbench", tools.postgres);
-    services::adapters::pg::ensure_database(&pg_url).await.map_err(setup)?;
-    pgbench(&pg_url, &["-i", "-q", "-s", &PGBENCH_SCALE.to_string()])?;
-    let mut table = String::from(
-        "| clients | ledger deposits/s | p50 ms | p99 ms | errors | pgbench TPC-B tps | pgbench mean ms | ledger / pgbench |\n\
-         |---|---|---|---|---|---|---|---|\n",
-    );
+    let mut levels = Vec::new();
     for clients in LEDGER_CONCURRENCY {
         let level = closed_loop(clients, Duration::from_secs(seconds), {
             let (http, api) = (http.clone(), api.clone());
@@ -143,25 +154,57 @@ async fn ledger_levels(
             }
         })
         .await;
-        let jobs = clients.min(2).to_string();
-        let report = pgbench(&pg_url, &["-n", "-c", &clients.to_string(), "-j", &jobs, "-T", &seconds.to_string()])?;
-        let (tps, mean) = parse_pgbench(&report).ok_or_else(|| setup(format!("pgbench printed no tps: {report}")))?;
-        table.push_str(&format!(
-            "| {clients} | {:.0} | {:.1} | {:.1} | {} | {tps:.0} | {mean:.1} | {:.2} |\n",
-            level.per_second(),
-            level.quantile_ms(0.5),
-            level.quantile_ms(0.99),
-            level.errors,
-            level.per_second() / tps
-        ));
+        levels.push((clients, level));
     }
-    Ok(table)
+    Ok(levels)
 }
 
-fn pgbench(url: &str, args: &[&str]) -> Result<String, RealError> {
-    let output = Command::new("pgbench").args(args).arg(url).output().map_err(|e| setup(format!("pgbench: {e}")))?;
+/// pgbench's TPC-B-like script at each client count: (tps, mean latency in ms).
+async fn pgbench_levels(pg_url: &str, seconds: u64) -> Result<Vec<(f64, f64)>, RealError> {
+    services::adapters::pg::ensure_database(pg_url).await.map_err(setup)?;
+    pgbench(pg_url, &["-i", "-q", "-s", &PGBENCH_SCALE.to_string()], PGBENCH_INIT_MAX)?;
+    let mut out = Vec::new();
+    for clients in LEDGER_CONCURRENCY {
+        let jobs = clients.min(2).to_string();
+        let report = pgbench(
+            pg_url,
+            &["-n", "-c", &clients.to_string(), "-j", &jobs, "-T", &seconds.to_string()],
+            Duration::from_secs(seconds) + PGBENCH_INIT_MAX,
+        )?;
+        out.push(parse_pgbench(&report).ok_or_else(|| setup(format!("pgbench printed no tps: {report}")))?);
+    }
+    Ok(out)
+}
+
+fn pgbench(url: &str, args: &[&str], max: Duration) -> Result<String, RealError> {
+    let mut command = Command::new("pgbench");
+    command.args(args).arg(url);
+    let output = output_within(command, max)?;
     let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
     if output.status.success() { Ok(text) } else { Err(setup(format!("pgbench failed: {text}"))) }
+}
+
+/// Runs a command to its end, killing it after `max`.
+fn output_within(mut command: Command, max: Duration) -> Result<std::process::Output, RealError> {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| setup(format!("{shown}: {e}")))?;
+    let deadline = Instant::now() + max;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().map_err(|e| setup(format!("{shown}: {e}"))),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(setup(format!("{shown} did not finish within {max:?}")));
+            }
+            Err(e) => return Err(setup(format!("{shown}: {e}"))),
+        }
+    }
 }
 
 /// `tps = 1234.5 (without initial connection time)` and `latency average = 6.4 ms`.
@@ -249,9 +292,7 @@ pub async fn orders(tools: &LocalTools, seconds: u64, out: &Path) -> Result<Stri
     if let Backend::Local(local) = &d.backend {
         local.shutdown();
     }
-    for url in &d.databases {
-        let _ = services::adapters::pg::drop_database(url).await;
-    }
+    real::ledger::drop_databases(&d.databases).await;
     result
 }
 
@@ -290,11 +331,24 @@ async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<Stri
             level.errors
         ));
     }
-    // Saturation with the worker stopped: the orders wait in the topic for the worker run.
-    d.backend.act(Action::Kill, "worker").await?;
+    // Saturation with the worker stopped: the orders wait in the topic for the worker run. The
+    // worker first catches up with the fixed-rate levels, so that what it drains after is
+    // exactly what saturation accepted.
     let store = services::adapters::pg_orders::PgOrderStore::new(
         services::adapters::pg::lazy_pool(&d.database_url, 2).map_err(setup)?,
     );
+    let mut still = (0, Instant::now());
+    let caught_up_by = Instant::now() + WORKER_DRAIN_MAX;
+    loop {
+        let persisted = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
+        if persisted != still.0 {
+            still = (persisted, Instant::now());
+        } else if still.1.elapsed() >= CAUGHT_UP_STILL || Instant::now() >= caught_up_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.backend.act(Action::Kill, "worker").await?;
     let persisted_before = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
     let level = closed_loop(ORDER_SATURATION_CLIENTS, Duration::from_secs(seconds), {
         let order = order.clone();
@@ -335,19 +389,22 @@ async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<Stri
 fn redis_benchmark(redis_url: &str, product: &str) -> Result<f64, RealError> {
     let port = redis_url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/');
     let sha = redis::Script::new(services::adapters::redis::STOCK_SCRIPT).get_hash().to_string();
-    let load = Command::new("redis-cli")
-        .args(["-p", port, "SCRIPT", "LOAD", services::adapters::redis::STOCK_SCRIPT])
-        .output()
-        .map_err(|e| setup(format!("redis-cli: {e}")))?;
+    let mut load = Command::new("redis-cli");
+    load.args(["-p", port, "SCRIPT", "LOAD", services::adapters::redis::STOCK_SCRIPT]);
+    let load = output_within(load, HELPER_COMMAND_MAX)?;
     if !load.status.success() {
         return Err(setup("redis-cli SCRIPT LOAD failed"));
     }
     let stock_key = services::adapters::redis::stock_key(product);
-    let output = Command::new("redis-benchmark")
-        .args(["-p", port, "-n", "200000", "-c", "50", "-r", "100000000", "-q", "EVALSHA", &sha, "2"])
-        .args([stock_key.as_str(), "idem:__rand_int__", "reserve", "86400", "1"])
-        .output()
-        .map_err(|e| setup(format!("redis-benchmark: {e}")))?;
+    let mut bench = Command::new("redis-benchmark");
+    bench.args(["-p", port, "-n", "200000", "-c", "50", "-r", "100000000", "-q", "EVALSHA", &sha, "2"]).args([
+        stock_key.as_str(),
+        "idem:__rand_int__",
+        "reserve",
+        "86400",
+        "1",
+    ]);
+    let output = output_within(bench, HELPER_COMMAND_MAX)?;
     let text = String::from_utf8_lossy(&output.stdout);
     // `EVALSHA ...: 81234.56 requests per second, p50=0.303 msec`
     text.split("requests per second")

@@ -64,8 +64,7 @@ pub(crate) async fn deploy_local(
             port: Some(nats_port),
         })
         .await?;
-    let events_url = format!("{}/{id}_events", tools.postgres);
-    let read_url = format!("{}/{id}_read", tools.postgres);
+    let [events_url, read_url] = local_databases(tools, id);
     let env = [
         ("LEDGER_DATABASE_URL".to_string(), events_url.clone()),
         ("READ_DATABASE_URL".to_string(), read_url.clone()),
@@ -117,26 +116,49 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
     }
 }
 
+/// The event store's and the read model's databases of a local run.
+fn local_databases(tools: &super::LocalTools, id: &str) -> [String; 2] {
+    [format!("{}/{id}_events", tools.postgres), format!("{}/{id}_read", tools.postgres)]
+}
+
 /// Runs a ledger scenario.
 pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let started = Instant::now();
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
-        Mode::Local(tools) => deploy_local(&options.out, tools, &id).await?,
+        Mode::Local(tools) => match deploy_local(&options.out, tools, &id).await {
+            Ok(deployment) => deployment,
+            Err(e) => {
+                // Whatever the failed start created (its processes die with it).
+                drop_databases(&local_databases(tools, &id)).await;
+                return Err(e);
+            }
+        },
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
-    if let Backend::Local(local) = &deployment.backend {
-        local.shutdown();
-    }
-    if !options.keep {
-        for url in &deployment.databases {
-            if let Err(e) = pg::drop_database(url).await {
-                tracing::warn!(error = %e, "could not drop {url}");
+    match &deployment.backend {
+        Backend::Local(local) => local.shutdown(),
+        // Whatever happened, leave the deployment whole for the next run.
+        Backend::Compose(_) => {
+            if let Err(e) = deployment.backend.heal(options.scenario.fault_roles()).await {
+                tracing::warn!(error = %e, "could not heal the deployment");
             }
         }
     }
+    if !options.keep {
+        drop_databases(&deployment.databases).await;
+    }
     result
+}
+
+/// Drops a run's databases (errors logged: the run's result matters more).
+pub(crate) async fn drop_databases(urls: &[String]) {
+    for url in urls {
+        if let Err(e) = pg::drop_database(url).await {
+            tracing::warn!(error = %e, "could not drop {url}");
+        }
+    }
 }
 
 async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Result<RealReport, RealError> {
@@ -229,6 +251,9 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     let store = PgEventStore::new(pool(&d.events_url)?);
     let read = PgReadModel::new(pool(&d.read_url)?);
     let settled = settle(&store, &read, &d.prefix).await;
+    if !settled {
+        expectations.push(Violation::new("liveness", format!("the ledger did not settle within {SETTLE_MAX:?}")));
+    }
     let (events, views) = end_state(&store, &read, &d.prefix).await?;
     let history = history.events();
     let ops = ops.lock().expect("not poisoned").clone();

@@ -105,7 +105,7 @@ pub(crate) async fn deploy_local(
             port: Some(broker_port),
         })
         .await?;
-    let database_url = format!("{}/{id}_orders", tools.postgres);
+    let database_url = local_database(tools, id);
     let room_port = free_port()?;
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
     let brokers = format!("127.0.0.1:{broker_port}");
@@ -162,24 +162,36 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
     }
 }
 
+/// The order database of a local run.
+pub(crate) fn local_database(tools: &super::LocalTools, id: &str) -> String {
+    format!("{}/{id}_orders", tools.postgres)
+}
+
 /// Runs an order scenario.
 pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let started = Instant::now();
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
-        Mode::Local(tools) => deploy_local(&options.out, tools, &id, SIM_LIMITS).await?,
+        Mode::Local(tools) => match deploy_local(&options.out, tools, &id, SIM_LIMITS).await {
+            Ok(deployment) => deployment,
+            Err(e) => {
+                super::ledger::drop_databases(&[local_database(tools, &id)]).await;
+                return Err(e);
+            }
+        },
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
-    if let Backend::Local(local) = &deployment.backend {
-        local.shutdown();
-    }
-    if !options.keep {
-        for url in &deployment.databases {
-            if let Err(e) = pg::drop_database(url).await {
-                tracing::warn!(error = %e, "could not drop {url}");
+    match &deployment.backend {
+        Backend::Local(local) => local.shutdown(),
+        Backend::Compose(_) => {
+            if let Err(e) = deployment.backend.heal(options.scenario.fault_roles()).await {
+                tracing::warn!(error = %e, "could not heal the deployment");
             }
         }
+    }
+    if !options.keep {
+        super::ledger::drop_databases(&deployment.databases).await;
     }
     result
 }

@@ -161,9 +161,8 @@ impl Local {
     async fn wait_listening(&self, name: &str, port: u16) -> Result<(), RealError> {
         let deadline = Instant::now() + START_WAIT_MAX;
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Ok(());
-            }
+            // Exited first: a port that answers may belong to another process when this one
+            // could not bind it.
             let exited = {
                 let mut procs = self.procs.lock().expect("not poisoned");
                 let proc = procs.get_mut(name).expect("added");
@@ -171,6 +170,19 @@ impl Local {
             };
             if let Some(status) = exited {
                 return Err(RealError::Setup(format!("{name} exited ({status}): {}", self.log_tail(name))));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                // Still alive once connected (a process that failed to bind exits at once).
+                tokio::time::sleep(START_POLL).await;
+                let exited = {
+                    let mut procs = self.procs.lock().expect("not poisoned");
+                    let proc = procs.get_mut(name).expect("added");
+                    proc.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+                };
+                return match exited {
+                    None => Ok(()),
+                    Some(status) => Err(RealError::Setup(format!("{name} exited ({status}): {}", self.log_tail(name)))),
+                };
             }
             if Instant::now() >= deadline {
                 return Err(RealError::Setup(format!("{name} did not listen on {port}: {}", self.log_tail(name))));

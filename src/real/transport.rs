@@ -23,6 +23,8 @@ impl Http {
     pub fn new(key_header: &'static str, token: Option<String>) -> Result<Http, RealError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would turn refusals and timeouts into its own answers.
+            .no_proxy()
             .build()
             .map_err(|e| RealError::Setup(format!("http client: {e}")))?;
         Ok(Http { client, key_header, token })

@@ -122,7 +122,7 @@ impl OrderStore for PgOrderStore {
         .map_err(store_error)?;
         let mut new: BTreeSet<String> = inserted.into_iter().collect();
         let mut persisted = Vec::with_capacity(orders.len());
-        let mut sold_out = Vec::new();
+        let mut sold_out: Vec<String> = Vec::new();
         let mut taken: BTreeMap<String, i64> = BTreeMap::new();
         for order in orders {
             let Some(left) = stock.get_mut(&order.product_id) else {
@@ -132,7 +132,9 @@ impl OrderStore for PgOrderStore {
             // The first occurrence of a new order is its insert; a repeat in the batch, or an
             // order already there, is a duplicate.
             if !new.remove(&order.order_id) {
-                persisted.push(Persisted::Duplicate);
+                // A repeat of an order found sold out in this batch finds no stock either.
+                let repeat_of_sold_out = sold_out.contains(&order.order_id);
+                persisted.push(if repeat_of_sold_out { Persisted::SoldOut } else { Persisted::Duplicate });
                 continue;
             }
             if *left > 0 {

@@ -15,6 +15,8 @@ use crate::ports::orders::{CacheError, Claim, Release, Reservation, StockCache};
 
 /// Longest wait for one Redis call.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Claims sent in one pipelined round trip (each round trip has its own [`REDIS_TIMEOUT`]).
+pub const CLAIM_PIPELINE_MAX: usize = 64;
 /// How long an idempotency key's answer is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -198,31 +200,32 @@ impl StockCache for RedisStockCache {
     }
 
     async fn claim_batch(&self, keys: &[String]) -> Result<Vec<Claim>, CacheError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One round trip: the script (re)loaded, then one EVALSHA per key, pipelined. Each
-        // claim is still one atomic script run.
+        // Pipelined round trips of at most CLAIM_PIPELINE_MAX claims: the script (re)loaded,
+        // then one EVALSHA per key. Each claim is still one atomic script run.
         let sha = self.script.get_hash().to_string();
-        let keys = keys.to_vec();
-        let answers: Vec<String> = self
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SCRIPT").arg("LOAD").arg(STOCK_SCRIPT).ignore();
-                for key in &keys {
-                    pipe.cmd("EVALSHA")
-                        .arg(&sha)
-                        .arg(2)
-                        .arg(stock_key("-"))
-                        .arg(format!("idem:{key}"))
-                        .arg("claim")
-                        .arg(IDEMPOTENCY_TTL.as_secs())
-                        .arg(0);
-                }
-                pipe.query_async(&mut c).await
-            })
-            .await?;
-        Ok(answers.iter().map(|a| if a == "cancelled" { Claim::Cancelled } else { Claim::Proceed }).collect())
+        let mut claims = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CLAIM_PIPELINE_MAX) {
+            let (sha, chunk) = (sha.clone(), chunk.to_vec());
+            let answers: Vec<String> = self
+                .run(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(STOCK_SCRIPT).ignore();
+                    for key in &chunk {
+                        pipe.cmd("EVALSHA")
+                            .arg(&sha)
+                            .arg(2)
+                            .arg(stock_key("-"))
+                            .arg(format!("idem:{key}"))
+                            .arg("claim")
+                            .arg(IDEMPOTENCY_TTL.as_secs())
+                            .arg(0);
+                    }
+                    pipe.query_async(&mut c).await
+                })
+                .await?;
+            claims.extend(answers.iter().map(|a| if a == "cancelled" { Claim::Cancelled } else { Claim::Proceed }));
+        }
+        Ok(claims)
     }
 
     async fn grant_admission(&self, token: &str, ttl: Duration) -> Result<(), CacheError> {

@@ -34,6 +34,7 @@ pub async fn order_store_contract<S: OrderStore>(store: &S, prefix: &str) -> Res
         first.clone(),            // already persisted
         order(prefix, &sale, 2),  // a repeat within the batch
         order(prefix, &sale, 3),  // no stock left
+        order(prefix, &sale, 3),  // a repeat finds no stock either
         order(prefix, &none, 4),  // no sale
         order(prefix, &other, 5), // another product's only item
     ];
@@ -42,6 +43,7 @@ pub async fn order_store_contract<S: OrderStore>(store: &S, prefix: &str) -> Res
         Persisted::Inserted,
         Persisted::Duplicate,
         Persisted::Duplicate,
+        Persisted::SoldOut,
         Persisted::SoldOut,
         Persisted::NoSale,
         Persisted::Inserted,

@@ -69,6 +69,10 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
     // persists again harmlessly (both are idempotent).
     let keys: Vec<String> = batch.iter().map(|m| m.order.idempotency_key.clone()).collect();
     let claims = cache.claim_batch(&keys).await?;
+    if claims.len() != batch.len() {
+        // Committing offsets of orders neither claimed nor persisted would lose them.
+        return Err(CacheError::Unavailable(format!("{} claims for {} orders", claims.len(), batch.len())).into());
+    }
     let mut claimed = Vec::with_capacity(batch.len());
     for (message, claim) in batch.iter().zip(claims) {
         match claim {
