@@ -468,7 +468,47 @@ fn bench_sim(seeds: u64) -> Result<String, String> {
             rate(1) * 3600.0
         ));
     }
+    table.push_str(&bench_checker_on_sim_histories());
     Ok(table)
+}
+
+/// Operation caps of the checker-on-simulated-histories table.
+#[cfg(madsim)]
+const BENCH_CHECKER_OPS: [Option<usize>; 5] = [Some(60), Some(120), Some(240), Some(480), None];
+/// Seeds per cap.
+#[cfg(madsim)]
+const BENCH_CHECKER_SEEDS: u64 = 5;
+
+/// The linearizability check of ledger-chaos histories at growing sizes: time per history.
+#[cfg(madsim)]
+fn bench_checker_on_sim_histories() -> String {
+    use testbed::sim::ledger::scenario::LedgerScenario;
+    use testbed::sim::run::{RunRequest, run_seed};
+    use testbed::sim::scenarios::Scenario;
+    let mut table = String::from(
+        "\nThe bank linearizability check on ledger-chaos histories (swarm faults, 10 clients at most), \
+         by the operations the run was capped at; mean and largest time over seeds 1-5:\n\n\
+         | operations (cap) | history events (mean) | check ms (mean) | check ms (max) |\n|---|---|---|---|\n",
+    );
+    for cap in BENCH_CHECKER_OPS {
+        let (mut events, mut total, mut max) = (0usize, 0f64, 0f64);
+        for seed in 1..=BENCH_CHECKER_SEEDS {
+            let mut request = RunRequest::new(Scenario::Ledger(LedgerScenario::Chaos), seed, None);
+            request.limits.ops = cap;
+            let outcome = run_seed(request);
+            events += outcome.history.len();
+            let started = std::time::Instant::now();
+            let verdict = testbed::sim::ledger::invariants::linearizable(&outcome.history);
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            assert!(verdict.is_empty(), "seed {seed} is not linearizable: {verdict:?}");
+            total += ms;
+            max = max.max(ms);
+        }
+        let n = BENCH_CHECKER_SEEDS as f64;
+        let cap = cap.map_or_else(|| "none (8-10 clients x 60)".to_string(), |c| c.to_string());
+        table.push_str(&format!("| {cap} | {:.0} | {:.2} | {max:.2} |\n", events as f64 / n, total / n));
+    }
+    table
 }
 
 /// Replaces a `<!-- bench:NAME -->` section of a markdown file.
