@@ -297,17 +297,21 @@ impl EventStore for PgEventStore {
         assert!(!batch.events.is_empty(), "an append writes at least one event");
         let streams = batch.events.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>().join(",");
         let before = |e| store_error(e, Phase::Before, &streams);
-        let mut tx = self.pool.begin().await.map_err(before)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(&mut *tx).await.map_err(before)?;
+        // One round trip to begin at SERIALIZABLE, one per event (its outbox row in the same
+        // statement), one for the outcome, one to commit.
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE").await.map_err(before)?;
         let mut positions = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
             // With `check_versions` off ("expected version: any", only a planted bug does it)
             // the stream's next version is taken, whatever it is.
             let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (event_id, stream_id, version, event_type, event_version, data, command_key) \
-                 VALUES ($1, $2, CASE WHEN $8 THEN $3 ELSE \
+                "WITH e AS (INSERT INTO events (event_id, stream_id, version, event_type, event_version, data, \
+                 command_key) VALUES ($1, $2, CASE WHEN $8 THEN $3 ELSE \
                  (SELECT COALESCE(MAX(version), 0) + 1 FROM events WHERE stream_id = $2) END, \
-                 $4, $5, $6, $7) RETURNING global_position",
+                 $4, $5, $6, $7) RETURNING event_id, global_position), \
+                 o AS (INSERT INTO outbox (event_id, global_position) SELECT event_id, global_position FROM e \
+                 WHERE $9 RETURNING 1) \
+                 SELECT global_position FROM e",
             )
             .bind(event.event_id)
             .bind(&event.stream_id)
@@ -317,17 +321,10 @@ impl EventStore for PgEventStore {
             .bind(&event.encoded.data)
             .bind(&event.command_key)
             .bind(batch.check_versions)
+            .bind(batch.write_outbox)
             .fetch_one(&mut *tx)
             .await
             .map_err(before)?;
-            if batch.write_outbox {
-                sqlx::query("INSERT INTO outbox (event_id, global_position) VALUES ($1, $2)")
-                    .bind(event.event_id)
-                    .bind(position)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(before)?;
-            }
             positions.push(position);
         }
         if let Some((key, outcome)) = &batch.idempotency {
