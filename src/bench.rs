@@ -103,11 +103,11 @@ pub async fn ledger(tools: &LocalTools, seconds: u64, out: &Path) -> Result<Stri
     if let Backend::Local(local) = &d.backend {
         local.shutdown();
     }
-    real::ledger::drop_databases(&d.databases).await;
+    real::drop_databases(&d.databases).await;
     let levels = levels?;
     let pg_url = format!("{}/{id}_pgbench", tools.postgres);
     let reference = pgbench_levels(&pg_url, seconds).await;
-    real::ledger::drop_databases(&[pg_url]).await;
+    real::drop_databases(&[pg_url]).await;
     let reference = reference?;
     let mut table = String::from(
         "| clients | ledger deposits/s | p50 ms | p99 ms | errors | pgbench TPC-B tps | pgbench mean ms | ledger / pgbench |\n\
@@ -292,7 +292,7 @@ pub async fn orders(tools: &LocalTools, seconds: u64, out: &Path) -> Result<Stri
     if let Backend::Local(local) = &d.backend {
         local.shutdown();
     }
-    real::ledger::drop_databases(&d.databases).await;
+    real::drop_databases(&d.databases).await;
     result
 }
 

@@ -72,12 +72,8 @@ pub(crate) async fn deploy_local(
         ("LEDGER_POOL_MAX".to_string(), LOCAL_POOL_MAX.to_string()),
         ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
     ];
-    let role = |name: &str, role: &str, extra: Vec<(String, String)>, port: Option<u16>| Spec {
-        name: name.into(),
-        program: tools.ledger.clone(),
-        args: vec![role.into()],
-        env: env.iter().cloned().chain(extra).collect(),
-        port,
+    let role = |name: &str, role: &str, own: Vec<(String, String)>, port: Option<u16>| {
+        Spec::role(&tools.ledger, &env, name, role, own, port)
     };
     local.run_once(role("migrate", "migrate", vec![], None)).await?;
     let mut apis = Vec::new();
@@ -130,35 +126,15 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
             Ok(deployment) => deployment,
             Err(e) => {
                 // Whatever the failed start created (its processes die with it).
-                drop_databases(&local_databases(tools, &id)).await;
+                super::drop_databases(&local_databases(tools, &id)).await;
                 return Err(e);
             }
         },
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
-    match &deployment.backend {
-        Backend::Local(local) => local.shutdown(),
-        // Whatever happened, leave the deployment whole for the next run.
-        Backend::Compose(_) => {
-            if let Err(e) = deployment.backend.heal(options.scenario.fault_roles()).await {
-                tracing::warn!(error = %e, "could not heal the deployment");
-            }
-        }
-    }
-    if !options.keep {
-        drop_databases(&deployment.databases).await;
-    }
+    super::teardown(&deployment.backend, options, &deployment.databases).await;
     result
-}
-
-/// Drops a run's databases (errors logged: the run's result matters more).
-pub(crate) async fn drop_databases(urls: &[String]) {
-    for url in urls {
-        if let Err(e) = pg::drop_database(url).await {
-            tracing::warn!(error = %e, "could not drop {url}");
-        }
-    }
 }
 
 async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Result<RealReport, RealError> {

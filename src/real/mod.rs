@@ -383,6 +383,31 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     Ok(report)
 }
 
+/// The end of a run, whatever its result: local processes killed, a compose deployment healed
+/// for the next run, the run's databases dropped unless kept.
+async fn teardown(backend: &Backend, options: &RealOptions, databases: &[String]) {
+    match backend {
+        Backend::Local(local) => local.shutdown(),
+        Backend::Compose(_) => {
+            if let Err(e) = backend.heal(options.scenario.fault_roles()).await {
+                tracing::warn!(error = %e, "could not heal the deployment");
+            }
+        }
+    }
+    if !options.keep {
+        drop_databases(databases).await;
+    }
+}
+
+/// Drops databases (errors logged: the run's result matters more).
+pub(crate) async fn drop_databases(urls: &[String]) {
+    for url in urls {
+        if let Err(e) = services::adapters::pg::drop_database(url).await {
+            tracing::warn!(error = %e, "could not drop {url}");
+        }
+    }
+}
+
 /// A name for this run's databases and keys that no other run uses.
 pub fn run_id(seed: u64) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();

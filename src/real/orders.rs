@@ -119,12 +119,8 @@ pub(crate) async fn deploy_local(
         ("ORDERS_IN_FLIGHT_MAX".to_string(), limits.in_flight_max.to_string()),
         ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
     ];
-    let role = |name: &str, role: &str, extra: Vec<(String, String)>, port: Option<u16>| Spec {
-        name: name.into(),
-        program: tools.orders.clone(),
-        args: vec![role.into()],
-        env: env.iter().cloned().chain(extra).collect(),
-        port,
+    let role = |name: &str, role: &str, own: Vec<(String, String)>, port: Option<u16>| {
+        Spec::role(&tools.orders, &env, name, role, own, port)
     };
     local.run_once(role("migrate", "migrate", vec![], None)).await?;
     let mut apis = Vec::new();
@@ -175,24 +171,14 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
         Mode::Local(tools) => match deploy_local(&options.out, tools, &id, SIM_LIMITS).await {
             Ok(deployment) => deployment,
             Err(e) => {
-                super::ledger::drop_databases(&[local_database(tools, &id)]).await;
+                super::drop_databases(&[local_database(tools, &id)]).await;
                 return Err(e);
             }
         },
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
-    match &deployment.backend {
-        Backend::Local(local) => local.shutdown(),
-        Backend::Compose(_) => {
-            if let Err(e) = deployment.backend.heal(options.scenario.fault_roles()).await {
-                tracing::warn!(error = %e, "could not heal the deployment");
-            }
-        }
-    }
-    if !options.keep {
-        super::ledger::drop_databases(&deployment.databases).await;
-    }
+    super::teardown(&deployment.backend, options, &deployment.databases).await;
     result
 }
 

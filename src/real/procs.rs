@@ -53,6 +53,27 @@ pub struct Spec {
     pub port: Option<u16>,
 }
 
+impl Spec {
+    /// A role of a service binary (`ledger api`, `orders worker`, ...) with the deployment's
+    /// environment and the role's own settings.
+    pub fn role(
+        program: &Path,
+        env: &[(String, String)],
+        name: &str,
+        role: &str,
+        own: Vec<(String, String)>,
+        port: Option<u16>,
+    ) -> Spec {
+        Spec {
+            name: name.into(),
+            program: program.to_path_buf(),
+            args: vec![role.into()],
+            env: env.iter().cloned().chain(own).collect(),
+            port,
+        }
+    }
+}
+
 struct Proc {
     spec: Spec,
     child: Option<Child>,
