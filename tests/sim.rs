@@ -273,8 +273,14 @@ fn every_scenario_has_a_seeds_file() {
 /// Method: snapshots of the help of every subcommand.
 #[test]
 fn cli_help_snapshots() {
-    for args in [&["--help"][..], &["sweep", "--help"], &["repro", "--help"], &["check", "--help"], &["list", "--help"]]
-    {
+    for args in [
+        &["--help"][..],
+        &["sweep", "--help"],
+        &["repro", "--help"],
+        &["check", "--help"],
+        &["list", "--help"],
+        &["merge", "--help"],
+    ] {
         let output =
             std::process::Command::new(env!("CARGO_BIN_EXE_testbed")).args(args).output().expect("testbed runs");
         assert!(output.status.success(), "{args:?}");
@@ -320,4 +326,75 @@ fn scenario_digests_snapshot() {
         ));
     }
     insta::assert_snapshot!("scenario_digests", table);
+}
+
+/// Runs the testbed CLI; returns its exit code and stdout.
+fn testbed(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_testbed")).args(args).output().expect("testbed runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn read_summary(path: &Path) -> sim::summary::SweepSummary {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary written")).expect("a summary")
+}
+
+/// Goal: a sweep cut into shards on separate machines runs exactly the seeds of the unsharded
+/// sweep, none twice, and their merged report is the unsharded one.
+/// Method: one sweep of a planted bug that fails on some seeds, then the same sweep as 3 shards,
+/// each a separate `testbed sweep --shard I/3` process started side by side; `testbed merge`
+/// joins their summaries. The merged seeds, failures (with tokens), coverage marks and trace
+/// digest (the sum of every run's trace hash: a seed run twice or left out changes it) must
+/// equal the unsharded sweep's. A merge missing a shard exits 3 and names it; a shard given
+/// twice is refused.
+#[test]
+fn shards_merge_to_the_unsharded_sweep() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shards");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let sweep =
+        ["sweep", "--scenario", "flash-sale", "--bug", "non-atomic-stock-check", "--seeds", "45", "--from", "7"];
+    let whole_file = path("whole.json");
+    let (code, out) = testbed(&[&sweep[..], &["--jobs", "1", "--out", &path("f"), "--summary", &whole_file]].concat());
+    let whole = read_summary(Path::new(&whole_file));
+    assert_eq!(code, 1, "the bug fails some of the seeds: {out}");
+    assert!(!whole.failures.is_empty() && whole.failures.len() < 45, "{} failures", whole.failures.len());
+    let shards: Vec<String> = (0..3).map(|i| path(&format!("shard-{i}.json"))).collect();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            std::process::Command::new(env!("CARGO_BIN_EXE_testbed"))
+                .args(sweep)
+                .args(["--jobs", "1", "--out", &path("f"), "--shard", &shard, "--summary", &shards[i]])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("testbed starts")
+        })
+        .collect();
+    for mut child in children {
+        child.wait().expect("shard ends");
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        let s = read_summary(Path::new(shard));
+        assert_eq!(s.shard(), Some(sim::summary::Shard { index: i as u64, of: 3 }));
+        assert_eq!(s.seeds, 15, "45 seeds in 3 shards");
+    }
+    let merged = path("merged.json");
+    let (code, out) = testbed(&["merge", &shards[2], &shards[0], &shards[1], "--out", &merged]);
+    assert_eq!(code, 1, "a seed failed, so the merge fails: {out}");
+    for failure in &whole.failures {
+        assert!(out.contains(&failure.reproduce), "the merge prints every repro command: {out}");
+    }
+    let merged = read_summary(Path::new(&merged));
+    assert!(merged.complete());
+    assert_eq!(merged.verdict(), whole.verdict(), "the merged report equals the unsharded one");
+    assert_eq!(merged.seeds, 45);
+
+    let (code, out) = testbed(&["merge", &shards[0], &shards[2]]);
+    assert_eq!(code, 3, "a missing shard: {out}");
+    assert!(out.contains("shards 1 of 3 are missing"), "{out}");
+    let (code, _) = testbed(&["merge", &shards[0], &shards[0], &shards[1], &shards[2]]);
+    assert_eq!(code, 2, "a shard given twice is refused");
+    let (code, _) = testbed(&["merge", &whole_file, &shards[0]]);
+    assert_eq!(code, 2, "a summary of another sweep (unsharded) is refused");
 }

@@ -135,7 +135,7 @@ impl Ledger {
             self.api_health(with_relay),
             self.config.api_token.clone(),
         );
-        axum::serve(listener, router).await?;
+        crate::http::serve(listener, router).await?;
         Ok(())
     }
 
@@ -145,7 +145,7 @@ impl Ledger {
     /// I/O errors of the listener.
     pub async fn serve_query(self, listener: TcpListener, with_processor: bool) -> Result<(), AppError> {
         let router = query_router(self.read.clone(), self.query_health(with_processor));
-        axum::serve(listener, router).await?;
+        crate::http::serve(listener, router).await?;
         Ok(())
     }
 

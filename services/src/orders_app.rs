@@ -107,7 +107,7 @@ impl Orders {
     /// # Errors
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener) -> Result<(), OrdersError> {
-        axum::serve(listener, api_router(self.api(), self.health(), self.config.api_token.clone())).await?;
+        crate::http::serve(listener, api_router(self.api(), self.health(), self.config.api_token.clone())).await?;
         Ok(())
     }
 
@@ -122,7 +122,7 @@ impl Orders {
             async move { cache.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }
                 .boxed()
         });
-        axum::serve(listener, waiting_room_router(WaitingRoom::default(), self.cache.clone(), health)).await?;
+        crate::http::serve(listener, waiting_room_router(WaitingRoom::default(), self.cache.clone(), health)).await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod history;
 pub mod http;
 pub mod ledger;
 pub mod orders;
+pub mod summary;
 pub mod timeline;
 
 #[cfg(madsim)]

@@ -1,13 +1,17 @@
 //! `testbed`: the command line of the simulation testbed.
 //!
-//! In both builds: `check` (linearizability of history files), `timeline` and `list`. In the
-//! simulation build (`cargo testbed ...`) also `sweep`, `repro` and `shrink`; in the real build
-//! `real`. Exit codes are typed: 0 clean, 1 a violation, 2 usage, 3 unknown (a check's budget
-//! spent), 4 nondeterminism, 5 a real run that could not be set up.
+//! In both builds: `check` (linearizability of history files), `timeline`, `merge` (summaries
+//! of a sharded sweep) and `list`. In the simulation build (`cargo testbed ...`) also `sweep`,
+//! `repro` and `shrink`; in the real build `real`. Exit codes are typed: 0 clean, 1 a
+//! violation, 2 usage, 3 inconclusive (a check's budget spent, a merge missing shards), 4
+//! nondeterminism, 5 a real run that could not be set up.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code: every run clean.
 pub const EXIT_OK: u8 = 0;
@@ -15,6 +19,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_VIOLATION: u8 = 1;
 /// Exit code: bad usage.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: inconclusive; for `merge`, not every shard of the sweep was given (`check` uses
+/// the same code when its budget is spent).
+pub const EXIT_INCOMPLETE: u8 = 3;
 /// Exit code: the same seed gave two different traces.
 pub const EXIT_NONDETERMINISM: u8 = 4;
 /// Exit code: a real run could not be set up (a dependency missing, a service that would not
@@ -62,8 +69,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Run only shard I of N: the seeds whose offset from --from is I modulo N (0-based).
-        #[arg(long, value_parser = shard)]
-        shard: Option<(u64, u64)>,
+        /// The shards of one sweep partition its seeds; `merge` joins their summaries.
+        #[arg(long, value_parser = testbed::sim::summary::Shard::parse)]
+        shard: Option<testbed::sim::summary::Shard>,
+        /// Also write the JSON summary to this file (for `merge`).
+        #[arg(long)]
+        summary: Option<std::path::PathBuf>,
     },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
@@ -156,6 +167,21 @@ enum Command {
         #[arg(long, default_value = "target/testbed/bench")]
         out: std::path::PathBuf,
     },
+    /// Join the summaries of a sharded sweep (`sweep --shard I/N --summary FILE`) into one
+    /// report: seeds run, failures with their repro commands, coverage marks summed, seeds per
+    /// second. Exit 0 when every shard is there and no seed failed, 1 when a seed failed, 3 when
+    /// shards are missing, 2 when the files are unreadable or not shards of one sweep.
+    Merge {
+        /// Summary files, one per shard, in any order.
+        #[arg(required = true)]
+        summaries: Vec<std::path::PathBuf>,
+        /// Print the merged summary as JSON last.
+        #[arg(long)]
+        json: bool,
+        /// Also write the merged summary to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// List scenarios, invariants and planted bugs, one per line.
     List,
     /// Draw a history as a self-contained HTML timeline (lanes per client, faults as bands,
@@ -186,15 +212,6 @@ enum Command {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
-}
-
-#[cfg(madsim)]
-fn shard(value: &str) -> Result<(u64, u64), String> {
-    let parsed = value.split_once('/').and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
-    match parsed {
-        Some((i, n)) if n >= 1 && i < n => Ok((i, n)),
-        _ => Err("expected I/N with 0 <= I < N, as in 0/4".into()),
-    }
 }
 
 #[cfg(not(madsim))]
@@ -244,6 +261,7 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::List => list(),
+        Command::Merge { summaries, json, out } => merge_cmd(&summaries, json, out.as_deref()),
         Command::Bench { what, seconds, seeds, write, out } => bench_cmd(&what, seconds, seeds, write.as_deref(), &out),
         Command::Timeline { history, faults, out } => timeline(&history, faults.as_deref(), &out),
         Command::Check { model, format, budget, files } => {
@@ -253,8 +271,8 @@ fn main() -> ExitCode {
             u8::try_from(code).unwrap_or(EXIT_USAGE)
         }
         #[cfg(madsim)]
-        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out, json, shard } => {
-            let options = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard };
+        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out, json, shard, summary } => {
+            let options = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
             sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
         }
         #[cfg(madsim)]
@@ -505,7 +523,7 @@ fn bench_checker_on_sim_histories() -> String {
             max = max.max(ms);
         }
         let n = BENCH_CHECKER_SEEDS as f64;
-        let cap = cap.map_or_else(|| "none (8-10 clients x 60)".to_string(), |c| c.to_string());
+        let cap = cap.map_or_else(|| "none (8-10 clients, 500 in all)".to_string(), |c| c.to_string());
         table.push_str(&format!("| {cap} | {:.0} | {:.2} | {max:.2} |\n", events as f64 / n, total / n));
     }
     table
@@ -606,6 +624,69 @@ fn band_of(fault: &serde_json::Value) -> testbed::sim::timeline::Band {
     }
 }
 
+/// `testbed merge`: reads shard summaries, merges them, prints the report.
+fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::Path>) -> u8 {
+    use testbed::sim::summary::{SweepSummary, merge};
+    let mut summaries = Vec::new();
+    for path in paths {
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<SweepSummary>(&text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(summary) => summaries.push((path.display().to_string(), summary)),
+            Err(e) => {
+                eprintln!("error: {}: not a sweep summary: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let merged = match merge(&summaries) {
+        Ok(merged) => merged,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let bug = merged.bug.as_deref().map(|b| format!(" with bug {b}")).unwrap_or_default();
+    println!(
+        "{}{bug}, seeds {}..{}: {} of {} shards, {} seeds run, {} failed",
+        merged.scenario,
+        merged.from,
+        merged.from + merged.count,
+        merged.shards.len(),
+        merged.shard_count,
+        merged.seeds,
+        merged.failures.len()
+    );
+    for failure in &merged.failures {
+        println!("FAIL seed {}: {}", failure.seed, failure.invariants.join(", "));
+        println!("  reproduce: {}", failure.reproduce);
+        println!("  token: {}", failure.token);
+    }
+    let reached: Vec<String> = merged.coverage.iter().map(|(m, n)| format!("{m}={n}")).collect();
+    println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
+    println!(
+        "{:.1} seeds/s over the shards side by side ({:.1} s for the longest shard, {:.1} s in all); trace digest {}",
+        merged.seeds_per_second, merged.seconds, merged.shard_seconds, merged.trace_digest
+    );
+    let text = serde_json::to_string(&merged).expect("a summary serializes");
+    if let Some(out) = out
+        && let Err(e) = std::fs::write(out, format!("{text}\n"))
+    {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return EXIT_USAGE;
+    }
+    if json {
+        println!("{text}");
+    }
+    if !merged.complete() {
+        let missing: Vec<String> = merged.missing().iter().map(u64::to_string).collect();
+        println!("incomplete: shards {} of {} are missing", missing.join(", "), merged.shard_count);
+        return EXIT_INCOMPLETE;
+    }
+    if merged.failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
+}
+
 fn list() -> u8 {
     use std::io::Write;
     // A closed pipe (`testbed list | head`) ends the listing quietly.
@@ -648,6 +729,7 @@ mod sim {
     use testbed::sim::history::to_jsonl;
     use testbed::sim::run::{self, RunOutcome, RunRequest};
     use testbed::sim::scenarios::Scenario;
+    use testbed::sim::summary::{self, Failure, Shard, SweepSummary};
 
     use super::{EXIT_OK, EXIT_USAGE, EXIT_VIOLATION};
 
@@ -685,7 +767,9 @@ mod sim {
         pub crdb: usize,
         pub out: std::path::PathBuf,
         pub json: bool,
-        pub shard: Option<(u64, u64)>,
+        pub shard: Option<Shard>,
+        /// Where to write the JSON summary.
+        pub summary: Option<std::path::PathBuf>,
     }
 
     /// A one-line handle on a failure: everything needed to replay it, and the build that saw it.
@@ -711,8 +795,8 @@ mod sim {
             return EXIT_USAGE;
         }
         let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let (index, count) = options.shard.unwrap_or((0, 1));
-        let chosen: Vec<u64> = (from..from + seeds).filter(|s| (s - from) % count == index).collect();
+        let shard = options.shard.unwrap_or(Shard::WHOLE);
+        let chosen: Vec<u64> = shard.seeds(from, seeds).collect();
         let total = chosen.len() as u64;
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -751,27 +835,44 @@ mod sim {
         let secs = started.elapsed().as_secs_f64();
         let rate = total as f64 / secs.max(1e-9);
         let marks = run::sum_marks(&outcomes);
+        let summary = SweepSummary {
+            scenario: scenario.name().to_string(),
+            bug: bug.map(|b| b.name().to_string()),
+            crdb_nodes: options.crdb,
+            from,
+            count: seeds,
+            shard_count: shard.of,
+            shards: vec![shard.index],
+            seeds: total,
+            failures: failures
+                .iter()
+                .map(|o| Failure {
+                    seed: o.seed,
+                    invariants: o.violations.iter().map(|v| v.invariant.clone()).collect(),
+                    token: token(o),
+                    reproduce: o.repro_command(),
+                })
+                .collect(),
+            coverage: marks,
+            trace_digest: summary::digest(outcomes.iter().map(|o| o.trace_hash)),
+            simulated_seconds: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
+            seconds: secs,
+            shard_seconds: secs,
+            seeds_per_second: rate,
+            peak_rss_mb: super::peak_rss_mb(),
+            commit: format!("{}:{}", env!("TESTBED_GIT_COMMIT"), env!("TESTBED_RUSTC_VERSION")),
+        };
+        let text = serde_json::to_string(&summary).expect("a summary serializes");
+        if let Some(path) = &options.summary
+            && let Err(e) = std::fs::write(path, format!("{text}\n"))
+        {
+            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
         if options.json {
-            let summary = serde_json::json!({
-                "scenario": scenario.name(),
-                "bug": bug.map(|b| b.name()),
-                "shard": options.shard.map(|(i, n)| format!("{i}/{n}")),
-                "seeds": total,
-                "failures": failures.iter().map(|o| serde_json::json!({
-                    "seed": o.seed,
-                    "invariants": o.violations.iter().map(|v| v.invariant.clone()).collect::<Vec<_>>(),
-                    "token": token(o),
-                    "reproduce": o.repro_command(),
-                })).collect::<Vec<_>>(),
-                "coverage": marks,
-                "seconds": secs,
-                "seeds_per_second": rate,
-                "simulated_seconds": outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
-                "peak_rss_mb": super::peak_rss_mb(),
-            });
-            println!("{summary}");
+            println!("{text}");
         } else {
-            let reached: Vec<String> = marks.iter().map(|(m, n)| format!("{m}={n}")).collect();
+            let reached: Vec<String> = summary.coverage.iter().map(|(m, n)| format!("{m}={n}")).collect();
             println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
             println!("{total} seeds in {secs:.1}s ({rate:.1} seeds/s)");
         }

@@ -84,7 +84,14 @@ impl RedisStockCache {
     /// # Errors
     /// [`CacheError::Unavailable`] when the url does not parse; connecting happens on use.
     pub fn new(url: &str) -> Result<RedisStockCache, CacheError> {
-        let client = redis::Client::open(url).map_err(cache_error)?;
+        use redis::IntoConnectionInfo;
+        // TCP_NODELAY: requests share one multiplexed connection, and with Nagle's algorithm a
+        // small write waits for the previous one's ACK (delayed up to 40 ms by the server).
+        let info = url
+            .into_connection_info()
+            .map_err(cache_error)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(cache_error)?;
         Ok(RedisStockCache { client, connection: Arc::default(), script: redis::Script::new(STOCK_SCRIPT) })
     }
 

@@ -10,6 +10,11 @@
 //! 40003 "result is ambiguous" when the gateway loses a commit's outcome; and a client timeout
 //! on a write, which the client must treat as just as ambiguous.
 //!
+//! A read at a gateway that reached a majority less than [`READ_LEASE`] ago is served without a
+//! new round, as a leaseholder serves reads until its lease expires; a write always needs one.
+//! Reads come from the one logical state, so a lease changes only availability (a gateway cut
+//! off from the majority still answers reads for at most [`READ_LEASE`]), never what a read sees.
+//!
 //! This is not Raft: replication and leases are not modelled, only their observable contract
 //! (see docs/adr/0003-simulated-dependencies.md).
 
@@ -36,6 +41,10 @@ pub const QUORUM_TIMEOUT: Duration = Duration::from_millis(300);
 /// reachable gateway's "unavailable" arrives as a definite answer.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 const _: () = assert!(QUORUM_TIMEOUT.as_millis() * 3 < CLIENT_TIMEOUT.as_millis());
+/// How long after a round that reached a majority a gateway serves reads without a new round.
+/// CockroachDB's epoch leases last seconds (liveness expires after 9 s); this is shorter, so a
+/// partition makes reads unavailable at a cut-off gateway almost as soon as writes.
+pub const READ_LEASE: Duration = Duration::from_millis(250);
 
 /// The address of node `index` (0-based).
 pub fn crdb_addr(index: usize) -> SocketAddr {
@@ -167,11 +176,14 @@ pub async fn serve_node(index: usize, cluster: CrdbCluster) {
     let ep = Arc::new(Endpoint::bind(crdb_addr(index)).await.expect("bind crdb"));
     ep.add_rpc_handler(|_: Heartbeat| async {});
     let handler_ep = ep.clone();
+    // This incarnation's read lease: a restarted node starts without one.
+    let lease = Arc::new(Mutex::new(None));
     ep.add_rpc_handler(move |req: CrdbReq| {
-        let (ep, cluster, name) = (handler_ep.clone(), cluster.clone(), name.clone());
+        let (ep, cluster, name, lease) = (handler_ep.clone(), cluster.clone(), name.clone(), lease.clone());
         async move {
             let label = req.label();
-            let answer = execute(index, &ep, &cluster, req).await;
+            let gateway = Gateway { index, ep: &ep, lease: &lease };
+            let answer = execute(&gateway, &cluster, req).await;
             trace::record(&name, &format!("{label} -> {}", summary(&answer)));
             answer
         }
@@ -211,12 +223,35 @@ async fn quorum(index: usize, ep: &Endpoint, cluster: &CrdbCluster) -> bool {
     madsim::time::timeout(QUORUM_TIMEOUT, round).await.unwrap_or(false)
 }
 
-async fn execute(index: usize, ep: &Endpoint, cluster: &CrdbCluster, req: CrdbReq) -> Result<CrdbResp, StoreError> {
+/// A node serving statements: its index, its endpoint and its read lease's expiry.
+struct Gateway<'a> {
+    index: usize,
+    ep: &'a Endpoint,
+    lease: &'a Mutex<Option<madsim::time::Instant>>,
+}
+
+impl Gateway<'_> {
+    /// A round of heartbeats for a write; for a read, only when the lease has expired. A round
+    /// that reaches a majority renews the lease.
+    async fn quorum(&self, cluster: &CrdbCluster, write: bool) -> bool {
+        let now = madsim::time::Instant::now();
+        if !write && self.lease.lock().expect("not poisoned").is_some_and(|until| now < until) {
+            return true;
+        }
+        let reached = quorum(self.index, self.ep, cluster).await;
+        if reached {
+            *self.lease.lock().expect("not poisoned") = Some(now + READ_LEASE);
+        }
+        reached
+    }
+}
+
+async fn execute(gateway: &Gateway<'_>, cluster: &CrdbCluster, req: CrdbReq) -> Result<CrdbResp, StoreError> {
     let store = &cluster.store;
     if let CrdbReq::Append(batch) = req {
         let streams = batch.events.iter().map(|e| e.stream_id.clone()).collect();
         let (_guard, contended) = InFlight::enter(&cluster.in_flight, streams);
-        if !quorum(index, ep, cluster).await {
+        if !gateway.quorum(cluster, true).await {
             return Err(StoreError::Unavailable("no quorum reachable from the gateway".into()));
         }
         if contended && madsim::rand::thread_rng().gen_bool(cluster.rates.retry_on_contention) {
@@ -230,7 +265,7 @@ async fn execute(index: usize, ep: &Endpoint, cluster: &CrdbCluster, req: CrdbRe
         }
         return Ok(CrdbResp::Positions(positions));
     }
-    if !quorum(index, ep, cluster).await {
+    if !gateway.quorum(cluster, req.is_write()).await {
         return Err(StoreError::Unavailable("no quorum reachable from the gateway".into()));
     }
     Ok(match req {

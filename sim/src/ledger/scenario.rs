@@ -32,6 +32,9 @@ pub const QUIESCE_MAX: Duration = Duration::from_secs(60);
 pub const QUIESCE_POLL: Duration = Duration::from_millis(250);
 /// Longest the workload phase may last before clients are abandoned (a liveness failure).
 pub const WORKLOAD_MAX: Duration = Duration::from_secs(600);
+/// How long `ledger-chaos` injects faults from the start of its workload: a run lasts at least
+/// this long in simulated time, then heals and settles.
+pub const CHAOS_FAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// The index (and process id) of the client that opens the accounts.
 pub const SETUP_CLIENT: usize = 9999;
@@ -309,7 +312,7 @@ fn mixed(ctx: &mut Ctx, accounts: Vec<(String, Decimal)>, clients: usize, ops: u
 async fn chaos(ctx: &mut Ctx) {
     let (accounts, clients) = workload::chaos_workload(&mut ctx.rng);
     open_accounts(ctx, &accounts).await;
-    let config = mixed(ctx, accounts, clients, 60);
+    let config = mixed(ctx, accounts, clients, workload::CHAOS_OPERATIONS.div_ceil(clients));
     let crashable: Vec<String> = ctx.world.nodes.keys().cloned().collect();
     let plan = FaultPlan::draw(&mut ctx.rng, crashable);
     trace::record("faults", &format!("plan {plan:?}"));
@@ -317,7 +320,7 @@ async fn chaos(ctx: &mut Ctx) {
     let injector = ctx.injector.clone();
     let mut fault_rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ 0xFA17);
     let faults =
-        madsim::task::spawn(async move { injector.run_swarm(&plan, &mut fault_rng, Duration::from_secs(40)).await });
+        madsim::task::spawn(async move { injector.run_swarm(&plan, &mut fault_rng, CHAOS_FAULT_WINDOW).await });
     join_clients(ctx, handles).await;
     let _ = faults.await;
 }

@@ -252,6 +252,9 @@ pub fn draw_chaos_rates(rng: &mut ChaCha8Rng) -> (f64, f64) {
     (retry, ambiguous)
 }
 
+/// Operations of one `ledger-chaos` run in the simulator, at least: its clients share them.
+pub const CHAOS_OPERATIONS: usize = 500;
+
 /// `ledger-chaos`'s workload for a seed: the accounts and the number of clients, as the
 /// simulator draws them (the rest of the seed's generator then draws the fault plan).
 pub fn chaos_workload(rng: &mut ChaCha8Rng) -> (Vec<(String, Decimal)>, usize) {
