@@ -281,22 +281,51 @@ where
     level
 }
 
-/// The order system: `/order` at fixed rates and at saturation, beside redis-benchmark running
-/// the stock script with EVALSHA; then the worker alone, persisting what the saturation run
-/// left in the topic.
+/// The order system, once per Redis fsync policy of [`REDIS_FSYNC_POLICIES`]: `/order` at
+/// fixed rates and at saturation (64 in-process clients, then wrk), beside redis-benchmark
+/// running the stock script with EVALSHA on the same Redis; then the worker alone, persisting
+/// what the saturation runs left in the topic.
 pub async fn orders(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
-    let id = format!("bench{}", real::run_id(0));
-    let limits = real::orders::Limits { rate_limit: 1_000_000, in_flight_max: 1_000_000 };
-    let d = real::orders::deploy_local(out, tools, &id, limits).await?;
-    let result = order_levels(&d, seconds).await;
-    if let Backend::Local(local) = &d.backend {
-        local.shutdown();
+    let wrk = which("wrk").ok_or_else(|| setup("wrk is not installed (Debian: apt-get install wrk)"))?;
+    let mut table = String::from(
+        "| Redis AOF fsync | load | /order ok/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n",
+    );
+    let mut notes = String::new();
+    for fsync in REDIS_FSYNC_POLICIES {
+        let id = format!("bench{}", real::run_id(0));
+        let limits = real::orders::Limits { rate_limit: 1_000_000, in_flight_max: 1_000_000, redis_appendfsync: fsync };
+        let d = real::orders::deploy_local(&out.join(fsync), tools, &id, limits).await?;
+        let result = order_levels(&d, seconds, fsync, &wrk).await;
+        if let Backend::Local(local) = &d.backend {
+            local.shutdown();
+        }
+        real::drop_databases(&d.databases).await;
+        let (rows, note) = result?;
+        table.push_str(&rows);
+        notes.push_str(&note);
     }
-    real::drop_databases(&d.databases).await;
-    result
+    Ok(format!("{table}\n{notes}"))
 }
 
-async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<String, RealError> {
+/// Redis's append-only fsync policies the order benchmark runs under: `everysec` (Redis's
+/// default for AOF) and `always` (what the real runner's kill faults need).
+pub const REDIS_FSYNC_POLICIES: [&str; 2] = ["everysec", "always"];
+/// wrk's connections and threads in the saturation run.
+pub const WRK_CONNECTIONS: usize = 64;
+pub const WRK_THREADS: usize = 2;
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+}
+
+/// One deployment's rows (fixed rates, saturation by the in-process clients and by wrk) and its
+/// notes (redis-benchmark; the worker's drain).
+async fn order_levels(
+    d: &real::orders::Deployment,
+    seconds: u64,
+    fsync: &str,
+    wrk: &Path,
+) -> Result<(String, String), RealError> {
     use services::ports::orders::OrderStore;
     let http = Http::new(services::orders::api::KEY_HEADER, None)?;
     let api = d.apis[0].clone();
@@ -319,17 +348,15 @@ async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<Stri
     // Warm-up, not recorded: connections, the producer's metadata, the script cache.
     let warm = order.clone();
     open_loop(WARM_UP_RATE, WARM_UP, move |n| warm(format!("w{n}"))).await;
-    let mut table = String::from("| load | /order ok/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
+    let mut rows = String::new();
+    let row = |rows: &mut String, load: &str, per_second: f64, p50: f64, p99: f64, errors: u64| {
+        rows.push_str(&format!("| {fsync} | {load} | {per_second:.0} | {p50:.1} | {p99:.1} | {errors} |\n"));
+    };
     for rate in ORDER_RATES {
         let order = order.clone();
         let level = open_loop(rate, Duration::from_secs(seconds), move |n| order(format!("r{rate}-{n}"))).await;
-        table.push_str(&format!(
-            "| {rate}/s offered | {:.0} | {:.1} | {:.1} | {} |\n",
-            level.per_second(),
-            level.quantile_ms(0.5),
-            level.quantile_ms(0.99),
-            level.errors
-        ));
+        let (p50, p99) = (level.quantile_ms(0.5), level.quantile_ms(0.99));
+        row(&mut rows, &format!("{rate}/s offered"), level.per_second(), p50, p99, level.errors);
     }
     // Saturation with the worker stopped: the orders wait in the topic for the worker run. The
     // worker first catches up with the fixed-rate levels, so that what it drains after is
@@ -350,39 +377,143 @@ async fn order_levels(d: &real::orders::Deployment, seconds: u64) -> Result<Stri
     }
     d.backend.act(Action::Kill, "worker").await?;
     let persisted_before = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
+    // The highest fixed rate again, with no consumer fetching from the broker meanwhile.
+    let rate = ORDER_RATES[ORDER_RATES.len() - 1];
+    let level = open_loop(rate, Duration::from_secs(seconds), {
+        let order = order.clone();
+        move |n| order(format!("q{rate}-{n}"))
+    })
+    .await;
+    let (p50, p99) = (level.quantile_ms(0.5), level.quantile_ms(0.99));
+    row(&mut rows, &format!("{rate}/s offered, worker stopped"), level.per_second(), p50, p99, level.errors);
+    // Orders accepted while the worker is stopped: they wait in the topic for its drain.
+    let mut waiting = level.ok;
     let level = closed_loop(ORDER_SATURATION_CLIENTS, Duration::from_secs(seconds), {
         let order = order.clone();
         move |client, n, _rng| order(format!("s{client}-{n}"))
     })
     .await;
-    table.push_str(&format!(
-        "| saturation ({ORDER_SATURATION_CLIENTS} clients) | {:.0} | {:.1} | {:.1} | {} |\n",
-        level.per_second(),
-        level.quantile_ms(0.5),
-        level.quantile_ms(0.99),
-        level.errors
-    ));
+    let (p50, p99) = (level.quantile_ms(0.5), level.quantile_ms(0.99));
+    let load = format!("saturation: {ORDER_SATURATION_CLIENTS} clients in the bench process");
+    row(&mut rows, &load, level.per_second(), p50, p99, level.errors);
+    let by_wrk = run_wrk(wrk, &api, product, &format!("{fsync}-"), seconds)?;
+    let load = format!("saturation: wrk, {WRK_CONNECTIONS} connections, {WRK_THREADS} threads");
+    row(&mut rows, &load, by_wrk.ok as f64 / by_wrk.seconds, by_wrk.p50_ms, by_wrk.p99_ms, by_wrk.errors);
     let redis_rps = redis_benchmark(&d.redis_url, product)?;
-    table.push_str(&format!(
-        "\nredis-benchmark, the stock script by EVALSHA (50 connections, one key per request): {redis_rps:.0} requests/s.\n"
-    ));
+    let mut notes = format!(
+        "Redis with appendfsync {fsync}: redis-benchmark, the stock script by EVALSHA (50 connections, one key per request): {redis_rps:.0} requests/s.\n"
+    );
     let started = Instant::now();
     d.backend.act(Action::Start, "worker").await?;
-    let target = persisted_before + level.ok as i64;
+    waiting += level.ok + by_wrk.ok;
+    let target = persisted_before + waiting as i64;
     let mut persisted = persisted_before;
     while persisted < target && started.elapsed() < WORKER_DRAIN_MAX {
         tokio::time::sleep(Duration::from_millis(100)).await;
         persisted = store.product(product).await.map_err(setup)?.map_or(0, |r| r.orders);
     }
     let secs = started.elapsed().as_secs_f64();
-    table.push_str(&format!(
-        "Worker: {} orders waiting in the topic persisted in {secs:.1} s from its start: {:.0} orders/s{}.\n",
+    notes.push_str(&format!(
+        "Redis with appendfsync {fsync}: the worker persisted the {} orders waiting in the topic in {secs:.1} s from its start: {:.0} orders/s{}.\n",
         persisted - persisted_before,
         (persisted - persisted_before) as f64 / secs,
         if persisted < target { " (did not finish)" } else { "" }
     ));
     store.pool().close().await;
-    Ok(table)
+    Ok((rows, notes))
+}
+
+/// What wrk reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrkReport {
+    /// Answers 2xx or 3xx (an accepted order is 200; nothing here is redirected or sold out).
+    pub ok: u64,
+    /// Non-2xx/3xx answers and socket errors.
+    pub errors: u64,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// wrk's request script: a new idempotency key and user for every request, unique per thread.
+const WRK_SCRIPT: &str = r#"
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local n = 0
+function request()
+  n = n + 1
+  local tag = prefix .. tid .. "-" .. n
+  local body = '{"productId":"' .. product .. '","userId":"u' .. tag .. '"}'
+  return wrk.format("POST", "/order", {["Content-Type"] = "application/json", ["x-idempotency-key"] = "k" .. tag}, body)
+end
+"#;
+
+/// Runs wrk against `/order` for `seconds`.
+fn run_wrk(wrk: &Path, api: &str, product: &str, prefix: &str, seconds: u64) -> Result<WrkReport, RealError> {
+    let script = std::env::temp_dir().join(format!("testbed-wrk-{}.lua", std::process::id()));
+    let script_text = format!("product = {product:?}\nprefix = {:?}\n{WRK_SCRIPT}", format!("wrk{prefix}"));
+    std::fs::write(&script, script_text).map_err(|e| setup(format!("writing the wrk script: {e}")))?;
+    let mut command = Command::new(wrk);
+    command.args([
+        "--latency",
+        "-c",
+        &WRK_CONNECTIONS.to_string(),
+        "-t",
+        &WRK_THREADS.to_string(),
+        "-d",
+        &format!("{seconds}s"),
+        "--timeout",
+        &format!("{}s", REQUEST_TIMEOUT.as_secs()),
+        "-s",
+        &script.display().to_string(),
+        api,
+    ]);
+    let output = output_within(command, Duration::from_secs(seconds) + HELPER_COMMAND_MAX);
+    let _ = std::fs::remove_file(&script);
+    let output = output?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_wrk(&text).ok_or_else(|| setup(format!("wrk printed no report: {text}")))
+}
+
+/// Reads wrk's `--latency` report: the requests, the time, the 50% and 99% latencies, the
+/// non-2xx/3xx answers and socket errors.
+pub fn parse_wrk(text: &str) -> Option<WrkReport> {
+    let ms = |value: &str| -> Option<f64> {
+        let split = value.find(|c: char| c.is_ascii_alphabetic())?;
+        let (n, unit) = value.split_at(split);
+        let n: f64 = n.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let mut report = WrkReport { ok: 0, errors: 0, seconds: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN };
+    let mut requests = None;
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", value] => report.p50_ms = ms(value)?,
+            ["99%", value] => report.p99_ms = ms(value)?,
+            [n, "requests", "in", time, ..] => {
+                requests = Some(n.parse::<u64>().ok()?);
+                report.seconds = ms(time.trim_end_matches(','))? / 1000.0;
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => report.errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                report.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    let requests = requests?;
+    report.ok = requests.saturating_sub(report.errors);
+    (report.seconds > 0.0).then_some(report)
 }
 
 /// redis-benchmark calling the stock script by its SHA on the deployment's Redis.
@@ -424,6 +555,21 @@ mod tests {
                       initial connection time = 3.112 ms\ntps = 1253.377813 (without initial connection time)\n";
         assert_eq!(parse_pgbench(report), Some((1253.377813, 6.383)));
         assert_eq!(parse_pgbench("nothing"), None);
+    }
+
+    #[test]
+    fn wrk_reports_parse() {
+        let report = "Running 10s test @ http://127.0.0.1:4000\n  2 threads and 64 connections\n\
+                      Latency Distribution\n     50%    5.12ms\n     75%    7.00ms\n     90%    9.10ms\n     99%   1.20s\n\
+                      101234 requests in 10.01s, 20.1MB read\n  Socket errors: connect 0, read 2, write 0, timeout 3\n\
+                      Non-2xx or 3xx responses: 5\nRequests/sec:  10113.29\n";
+        let parsed = parse_wrk(report).expect("a report");
+        assert_eq!(parsed.errors, 10);
+        assert_eq!(parsed.ok, 101_224);
+        assert_eq!(parsed.p50_ms, 5.12);
+        assert_eq!(parsed.p99_ms, 1200.0);
+        assert!((parsed.seconds - 10.01).abs() < 1e-9);
+        assert_eq!(parse_wrk("wrk: connection refused"), None);
     }
 
     #[test]

@@ -47,16 +47,21 @@ pub(crate) struct Deployment {
     pub(crate) prefix: String,
 }
 
-/// The API's admission limits of a local deployment: orders per user per second, and orders in
-/// flight per instance before the waiting room.
+/// How a local deployment is set up: the API's admission limits (orders per user per second,
+/// orders in flight per instance before the waiting room) and Redis's append-only fsync policy.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) rate_limit: u32,
     pub(crate) in_flight_max: usize,
+    /// `always`: an fsync before every reply, so a killed Redis keeps every write it
+    /// acknowledged (what the runner's kill faults need); `everysec`: at most a second of
+    /// writes lost to a crash, which the reconcile of PostgreSQL's orders repairs.
+    pub(crate) redis_appendfsync: &'static str,
 }
 
-/// The simulator's limits (see [`LOCAL_RATE_LIMIT`]).
-pub(crate) const SIM_LIMITS: Limits = Limits { rate_limit: LOCAL_RATE_LIMIT, in_flight_max: LOCAL_IN_FLIGHT_MAX };
+/// The simulator's limits (see [`LOCAL_RATE_LIMIT`]), with every acknowledged Redis write on disk.
+pub(crate) const SIM_LIMITS: Limits =
+    Limits { rate_limit: LOCAL_RATE_LIMIT, in_flight_max: LOCAL_IN_FLIGHT_MAX, redis_appendfsync: "always" };
 
 pub(crate) async fn deploy_local(
     out: &std::path::Path,
@@ -70,12 +75,17 @@ pub(crate) async fn deploy_local(
     // A fresh data directory: an append-only file left by an earlier run would be replayed.
     let _ = std::fs::remove_dir_all(&redis_dir);
     std::fs::create_dir_all(&redis_dir).map_err(|e| RealError::Setup(e.to_string()))?;
-    // Append-only with an fsync before every reply: a killed Redis restarts with every write it
-    // acknowledged (the simulator's memory-only restart is its own scenario, with reconcile).
+    // Append-only; with `always` a killed Redis restarts with every write it acknowledged (the
+    // simulator's memory-only restart is its own scenario, with reconcile).
     let args = ["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "yes"]
         .into_iter()
         .map(str::to_string)
-        .chain(["--appendfsync".into(), "always".into(), "--dir".into(), redis_dir.display().to_string()])
+        .chain([
+            "--appendfsync".into(),
+            limits.redis_appendfsync.into(),
+            "--dir".into(),
+            redis_dir.display().to_string(),
+        ])
         .collect();
     local
         .add(Spec {
