@@ -1,11 +1,16 @@
 # One multi-stage image for every role of the ledger and the order system, and the testbed CLI.
 #   docker build -t testbed .                       (target `runtime`, used by docker-compose.yml)
-#   docker build --target sim -t testbed-sim .      (the simulation build of the CLI: seed sweeps,
+#   docker build --target sim --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t testbed-sim .
+#                                                   (the simulation build of the CLI: seed sweeps,
 #                                                    run by .github/workflows/sim-sweep.yml and
 #                                                    deploy/k8s/sweep-job.yaml alike)
 FROM rust:1.95-bookworm AS source
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+# .git is not in the context: the commit that repro tokens and sweep summaries name comes from
+# here (docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) ...).
+ARG GIT_COMMIT=unknown
+ENV TESTBED_GIT_COMMIT=${GIT_COMMIT}
 COPY . .
 
 FROM source AS build

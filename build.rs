@@ -4,13 +4,18 @@
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=.git/HEAD");
-    // What a repro token records about the build that produced a failure.
+    println!("cargo::rerun-if-env-changed=TESTBED_GIT_COMMIT");
+    // What a repro token records about the build that produced a failure: the git commit, or
+    // where there is no .git (an image build), the commit the builder passes in.
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .or_else(|| {
+            std::env::var("TESTBED_GIT_COMMIT").ok().filter(|c| !c.is_empty()).map(|c| c.chars().take(12).collect())
+        })
         .unwrap_or_else(|| "unknown".into());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = std::process::Command::new(rustc)

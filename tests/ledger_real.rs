@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use models::ledger::EncodedEvent;
 use serde_json::json;
-use support::{PrivateNats, TestLedger, dec, test_config};
+use support::{PrivateNats, TestLedger, dec, metric, scrape, test_config};
 
 /// Goal: optimistic locking lets exactly as many withdrawals through as the balance covers.
 /// Method: 100 concurrent withdrawals of 10.00 from 100.00; count answers; check the event
@@ -115,6 +115,64 @@ async fn nats_down_writes_continue_then_read_model_catches_up() {
     assert_eq!(t.store_balance("N-1").await, (dec("160.00"), 61));
     let view = t.caught_up("N-1", 61).await;
     assert_eq!(view["balance"], "160.00");
+    t.cleanup().await;
+}
+
+/// Goal: an operator sees a NATS outage on `/metrics` (issue 11): the outbox backlog and the
+/// read model's lag climb while NATS is down and return to 0 after it restarts; the relay's
+/// failed publishes are counted; requests are counted by route and status.
+/// Method: a private nats-server stopped after 10 deposits; 30 more deposits in two waves;
+/// scrape the command API and the query API (which also run the relay and the processor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_show_a_nats_outage_and_its_end() {
+    let mut nats = PrivateNats::start();
+    let t = TestLedger::start_with(test_config(&nats.url())).await;
+    t.create_account("M-1", "10.00", "EUR").await;
+    let body = r#"{"account_id":"M-1","amount":"1.00"}"#;
+    for _ in 0..10 {
+        assert_eq!(t.command("deposit", body, None).await.0, 201);
+    }
+    t.caught_up("M-1", 11).await;
+    // Samples until `check` holds for both scrapes, or fails after the bound.
+    let until = |what: &'static str, check: fn(f64, f64) -> bool| {
+        let t = &t;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let api = scrape(&t.http, t.api).await;
+                let query = scrape(&t.http, t.query).await;
+                let backlog = metric(&api, "ledger_outbox_backlog").expect("the API shows the outbox backlog");
+                let lag = metric(&query, "ledger_read_model_lag_positions").expect("the query API shows the lag");
+                if check(backlog, lag) {
+                    return (backlog, lag, api, query);
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: backlog {backlog}, lag {lag}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    until("caught up before the outage", |backlog, lag| backlog == 0.0 && lag == 0.0).await;
+    nats.stop();
+    for _ in 0..15 {
+        assert_eq!(t.command("deposit", body, None).await.0, 201);
+    }
+    let (backlog, lag, _, _) = until("rising during the outage", |backlog, lag| backlog >= 10.0 && lag >= 10.0).await;
+    for _ in 0..15 {
+        assert_eq!(t.command("deposit", body, None).await.0, 201);
+    }
+    let (higher_backlog, higher_lag, api, query) =
+        until("still rising", |backlog, lag| backlog >= 25.0 && lag >= 25.0).await;
+    assert!(higher_backlog > backlog && higher_lag > lag, "both climb while NATS is down");
+    assert!(
+        metric(&api, "ledger_relay_publish_failures_total").unwrap_or(0.0) >= 1.0,
+        "failed publishes counted: {api}"
+    );
+    assert!(metric(&query, "ledger_read_model_lag_seconds").is_some(), "{query}");
+    assert!(api.contains(r#"route="/api/v1/commands/{kind}",status="201""#), "requests by route and status: {api}");
+    assert!(api.contains("db_pool_connections_max"), "{api}");
+    nats.restart();
+    until("back to 0 after NATS restarts", |backlog, lag| backlog == 0.0 && lag == 0.0).await;
+    t.caught_up("M-1", 41).await;
     t.cleanup().await;
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use services::config::OrdersConfig;
 use services::orders_app::{self, Orders};
 use services::ports::orders::{OrderStore, StockCache};
-use support::{drop_database, free_port, unique};
+use support::{drop_database, free_port, metric, scrape, unique};
 use tokio::task::JoinHandle;
 
 /// Longest wait for the worker to persist what was accepted.
@@ -138,6 +138,7 @@ impl TestOrders {
             in_flight_max,
             rate_limit: 5,
             api_token: None,
+            metrics_addr: None,
         };
         orders_app::prepare(&config).await.expect("database and topic ready");
         let orders = Orders::connect(config).unwrap();
@@ -328,6 +329,61 @@ async fn broker_down_answers_503_and_leaks_no_stock() {
     }
     let view = t.product(&product).await;
     assert_eq!(view["redisStock"], 19, "the failed orders gave their items back: {view}");
+    t.cleanup().await;
+}
+
+/// Goal: an operator sees a stopped worker on `/metrics` (issue 11): the consumer lag climbs
+/// while orders arrive and falls to 0 once the worker is back; the API counts requests and
+/// Redis calls; the worker counts what it persisted.
+/// Method: stop the worker, place 20 then 20 more orders, scrape the API after each wave;
+/// start the worker and scrape until the lag is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_show_a_stopped_worker_and_its_return() {
+    let mut t = TestOrders::start(false, 2000).await;
+    let product = unique("lag");
+    t.init(&product, 100).await;
+    t.stop_worker().await;
+    let lag_at_least = |at_least: f64| {
+        let t = &t;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let text = scrape(&t.http, t.api).await;
+                let lag = metric(&text, "kafka_consumer_lag").expect("the API shows the consumer lag");
+                if lag >= at_least {
+                    return (lag, text);
+                }
+                assert!(Instant::now() < deadline, "consumer lag {lag}, expected at least {at_least}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(t.order(&product, format!("a{i}"), format!("{product}-a{i}")).await.0, 200);
+    }
+    // The broker's latest offset can trail by one batch: at least 19 of the 20.
+    let (first, _) = lag_at_least(19.0).await;
+    for i in 0..20 {
+        assert_eq!(t.order(&product, format!("b{i}"), format!("{product}-b{i}")).await.0, 200);
+    }
+    let (second, text) = lag_at_least(39.0).await;
+    assert!(second > first, "the lag climbs while the worker is stopped");
+    assert!(text.contains(r#"route="/order",status="200""#), "{text}");
+    assert!(metric(&text, "redis_command_duration_seconds_count").unwrap_or(0.0) >= 40.0, "{text}");
+    assert_eq!(metric(&text, "redis_up"), Some(1.0), "{text}");
+    t.start_worker();
+    t.persisted(&product, 40).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(&t.http, t.api).await;
+        if metric(&text, "kafka_consumer_lag") == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lag never returned to 0: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let persisted = metric(&t.orders.metrics.encode(), "worker_orders_persisted_total").unwrap_or(0.0);
+    assert_eq!(persisted, 40.0, "the worker counted what it persisted");
     t.cleanup().await;
 }
 

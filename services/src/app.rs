@@ -1,6 +1,7 @@
 //! Wiring of the ledger's roles on real infrastructure (real build only): the `ledger` binary
 //! and the tests start the very same roles through this module.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -13,12 +14,15 @@ use crate::http::health::{DepHealth, Health, State};
 use crate::http::ledger::{command_router, query_router};
 use crate::ledger::command::CommandHandler;
 use crate::ledger::{processor, relay};
+use crate::metrics::{Kind, Metrics};
 use crate::ports::ledger::{BusError, EventStore, ReadError};
 
 /// Outbox rows waiting before `/health` calls the outbox degraded.
 pub const OUTBOX_BACKLOG_DEGRADED: u64 = 1000;
 /// Seconds without a projected event, while events wait, before the read model is degraded.
 pub const READ_LAG_DEGRADED: Duration = Duration::from_secs(30);
+/// How often a process samples the gauges of `/metrics` (backlog, lag, pools).
+pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the ledger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,31 +49,107 @@ pub async fn prepare(config: &LedgerConfig) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The adapters of one ledger process. Connections are lazy: it starts with dependencies down.
+/// The adapters of one ledger process, and its metrics. Connections are lazy: it starts with
+/// dependencies down.
 #[derive(Clone)]
 pub struct Ledger {
     pub config: LedgerConfig,
     pub store: PgEventStore,
     pub read: PgReadModel,
     pub bus: NatsBus,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The read model's distance from the event store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLag {
+    /// Events in the store not yet applied.
+    pub positions: u64,
+    /// Seconds since the read model applied an event, while events wait (0 when caught up).
+    pub seconds: i64,
+    pub events_applied: i64,
+    pub last_global_position: i64,
 }
 
 impl Ledger {
     /// # Errors
     /// [`AppError`] when a url does not parse.
     pub async fn connect(config: LedgerConfig) -> Result<Ledger, AppError> {
+        Self::connect_as(config, "ledger").await
+    }
+
+    /// Connects, naming the process's metrics `service="{service}"` (ledger-api, ledger-query,
+    /// ledger-relay, ledger-processor).
+    ///
+    /// # Errors
+    /// [`AppError`] when a url does not parse.
+    pub async fn connect_as(config: LedgerConfig, service: &str) -> Result<Ledger, AppError> {
         let store = PgEventStore::new(pg::lazy_pool(&config.ledger_database_url, config.pool_max)?);
         let read = PgReadModel::new(pg::lazy_pool(&config.read_database_url, config.pool_max)?);
         let bus = NatsBus::connect(&config.nats_url, config.topology.clone()).await?;
-        Ok(Ledger { config, store, read, bus })
+        Ok(Ledger { config, store, read, bus, metrics: Metrics::new(Kind::Ledger, service) })
+    }
+
+    /// The outbox backlog, also set on its gauge: `/health` and `/metrics` show the same number.
+    ///
+    /// # Errors
+    /// The event store's error.
+    pub async fn sample_outbox(&self) -> Result<u64, crate::ports::ledger::StoreError> {
+        let backlog = self.store.backlog().await?;
+        self.metrics.outbox_backlog.set(backlog as i64);
+        Ok(backlog)
+    }
+
+    /// The read model's lag, also set on its gauges.
+    ///
+    /// # Errors
+    /// A message when either database fails.
+    pub async fn sample_read_lag(&self) -> Result<ReadLag, String> {
+        let checkpoint = self.read.checkpoint().await.map_err(|e| e.to_string())?;
+        let events = self.store.event_count().await.map_err(|e| e.to_string())?;
+        let (applied, position, age) =
+            checkpoint.map_or((0, 0, 0), |c| (c.events_applied, c.last_global_position, c.seconds_since_update));
+        let positions = events.saturating_sub(applied.max(0) as u64);
+        let lag = ReadLag {
+            positions,
+            seconds: if positions > 0 { age.max(0) } else { 0 },
+            events_applied: applied,
+            last_global_position: position,
+        };
+        self.metrics.read_model_lag_positions.set(lag.positions as i64);
+        self.metrics.read_model_lag_seconds.set(lag.seconds as f64);
+        Ok(lag)
+    }
+
+    /// Sets both pools' gauges.
+    fn sample_pools(&self) {
+        for (name, pool) in [("event_store", self.store.pool()), ("read_model", self.read.pool())] {
+            let in_use = pool.size().saturating_sub(pool.num_idle() as u32);
+            self.metrics.pool(name, in_use, pool.options().get_max_connections());
+        }
+    }
+
+    /// Samples the gauges every [`METRICS_SAMPLE_INTERVAL`], forever: the pools, and the outbox
+    /// backlog and/or the read-model lag (a sample that fails keeps the last value).
+    pub async fn run_sampler(self, outbox: bool, read_lag: bool) {
+        loop {
+            self.sample_pools();
+            if outbox && let Err(e) = self.sample_outbox().await {
+                tracing::debug!(error = %e, "outbox backlog not sampled");
+            }
+            if read_lag && let Err(e) = self.sample_read_lag().await {
+                tracing::debug!(error = %e, "read-model lag not sampled");
+            }
+            tokio::time::sleep(METRICS_SAMPLE_INTERVAL).await;
+        }
     }
 
     fn event_store_probe(&self) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
-        let store = self.store.clone();
+        let ledger = self.clone();
         move || {
-            let store = store.clone();
+            let ledger = ledger.clone();
             async move {
-                match store.backlog().await {
+                match ledger.sample_outbox().await {
                     Ok(backlog) if backlog > OUTBOX_BACKLOG_DEGRADED => {
                         DepHealth::up().with_state(State::Degraded).detail("outbox_backlog", backlog)
                     }
@@ -90,18 +170,32 @@ impl Ledger {
     }
 
     fn read_model_probe(&self) -> impl Fn() -> futures::future::BoxFuture<'static, DepHealth> + Send + Sync + 'static {
-        let read = self.read.clone();
+        let ledger = self.clone();
         move || {
-            let read = read.clone();
+            let ledger = ledger.clone();
             async move {
-                match read.checkpoint().await {
-                    Ok(None) => DepHealth::up().detail("events_applied", 0),
-                    Ok(Some(c)) => DepHealth::up()
+                let checkpoint = match ledger.read.checkpoint().await {
+                    Ok(checkpoint) => checkpoint,
+                    Err(e) => return DepHealth::down(&e.to_string()),
+                };
+                let mut health = match checkpoint {
+                    None => DepHealth::up().detail("events_applied", 0),
+                    Some(c) => DepHealth::up()
                         .detail("events_applied", c.events_applied)
                         .detail("last_global_position", c.last_global_position)
                         .detail("seconds_since_update", c.seconds_since_update),
-                    Err(e) => DepHealth::down(&e.to_string()),
+                };
+                // The lag needs the event store too; without it reads still work.
+                match ledger.sample_read_lag().await {
+                    Ok(lag) => {
+                        health = health.detail("lag_positions", lag.positions).detail("lag_seconds", lag.seconds);
+                        if lag.seconds.max(0) as u64 > READ_LAG_DEGRADED.as_secs() {
+                            health = health.with_state(State::Degraded);
+                        }
+                    }
+                    Err(e) => health = health.detail("lag", format!("unknown: {e}")),
                 }
+                health
             }
             .boxed()
         }
@@ -131,11 +225,15 @@ impl Ledger {
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener, with_relay: bool) -> Result<(), AppError> {
         let router = command_router(
-            CommandHandler::new(self.store.clone()),
+            CommandHandler::new(self.store.clone()).with_metrics(self.metrics.clone()),
             self.api_health(with_relay),
             self.config.api_token.clone(),
         );
-        crate::http::serve(listener, router).await?;
+        let router = crate::http::with_metrics(router, self.metrics.clone());
+        tokio::select! {
+            served = crate::http::serve(listener, router) => served?,
+            () = self.clone().run_sampler(true, false) => {}
+        }
         Ok(())
     }
 
@@ -145,18 +243,34 @@ impl Ledger {
     /// I/O errors of the listener.
     pub async fn serve_query(self, listener: TcpListener, with_processor: bool) -> Result<(), AppError> {
         let router = query_router(self.read.clone(), self.query_health(with_processor));
-        crate::http::serve(listener, router).await?;
+        let router = crate::http::with_metrics(router, self.metrics.clone());
+        tokio::select! {
+            served = crate::http::serve(listener, router) => served?,
+            () = self.clone().run_sampler(false, true) => {}
+        }
         Ok(())
     }
 
-    /// Runs the outbox relay forever.
+    /// Runs the outbox relay forever, sampling the outbox backlog.
     pub async fn run_relay(self) {
-        relay::run_relay(&self.store, &self.bus).await
+        tokio::join!(relay::run_relay(&self.store, &self.bus, &self.metrics), self.clone().run_sampler(true, false));
     }
 
-    /// Runs the read processor forever.
+    /// Runs the read processor forever, sampling the read model's lag.
     pub async fn run_processor(self) {
-        processor::run_processor(&self.bus, &self.read).await
+        tokio::join!(
+            processor::run_processor(&self.bus, &self.read, &self.metrics),
+            self.clone().run_sampler(false, true)
+        );
+    }
+
+    /// Serves `/metrics` alone on `listener` (for the relay and the processor, which serve no API).
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve_metrics(self, listener: TcpListener) -> Result<(), AppError> {
+        crate::http::serve(listener, crate::http::metrics_router(self.metrics.clone())).await?;
+        Ok(())
     }
 
     /// Empties the read model and replays the event store into it.

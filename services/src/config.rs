@@ -23,6 +23,9 @@ pub struct LedgerConfig {
     pub topology: NatsTopology,
     /// `LEDGER_API_TOKEN`: when set, commands need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// `METRICS_ADDR`: where the relay and the processor, which serve no API, serve `/metrics`
+    /// (the APIs serve it on their own address). Unset: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A setting that does not parse.
@@ -85,6 +88,16 @@ where
     var(name, default).parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string() })
 }
 
+fn optional<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError { name, reason: e.to_string() }),
+        None => Ok(None),
+    }
+}
+
 impl LedgerConfig {
     /// Reads the environment.
     ///
@@ -105,6 +118,7 @@ impl LedgerConfig {
                 durable: var("LEDGER_NATS_DURABLE", &defaults.durable),
             },
             api_token: std::env::var("LEDGER_API_TOKEN").ok().filter(|t| !t.is_empty()),
+            metrics_addr: optional("METRICS_ADDR")?,
         })
     }
 }
@@ -132,6 +146,8 @@ pub struct OrdersConfig {
     pub rate_limit: u32,
     /// `ORDERS_API_TOKEN`: when set, `/init` and `/order` need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// `METRICS_ADDR`: where the worker, which serves no API, serves `/metrics`. Unset: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl OrdersConfig {
@@ -152,6 +168,7 @@ impl OrdersConfig {
             in_flight_max: parsed("ORDERS_IN_FLIGHT_MAX", &crate::orders::api::ORDERS_IN_FLIGHT_MAX.to_string())?,
             rate_limit: parsed("ORDERS_RATE_LIMIT", &crate::orders::api::USER_ORDERS_PER_WINDOW_MAX.to_string())?,
             api_token: std::env::var("ORDERS_API_TOKEN").ok().filter(|t| !t.is_empty()),
+            metrics_addr: optional("METRICS_ADDR")?,
         })
     }
 }

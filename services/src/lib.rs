@@ -7,6 +7,7 @@
 
 pub mod bugs;
 pub mod ledger;
+pub mod metrics;
 pub mod orders;
 pub mod ports;
 

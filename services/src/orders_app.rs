@@ -14,6 +14,7 @@ use crate::adapters::redis::RedisStockCache;
 use crate::config::OrdersConfig;
 use crate::http::health::{DepHealth, Health};
 use crate::http::orders::{api_router, waiting_room_router};
+use crate::metrics::{Kind, Metrics};
 use crate::orders::api::OrderApi;
 use crate::orders::reconcile::{ReconcileReport, reconcile};
 use crate::orders::waiting_room::WaitingRoom;
@@ -50,23 +51,86 @@ pub async fn prepare(config: &OrdersConfig) -> Result<(), OrdersError> {
     Ok(())
 }
 
-/// The adapters of one order-system process.
+/// How often a process samples the gauges of `/metrics` (consumer lag, stock drift, pool).
+pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The adapters of one order-system process, and its metrics.
 #[derive(Clone)]
 pub struct Orders {
     pub config: OrdersConfig,
     pub cache: RedisStockCache,
     pub producer: KafkaOrderProducer,
     pub store: PgOrderStore,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Orders {
     /// # Errors
     /// [`OrdersError`] when a url or the broker configuration is refused.
     pub fn connect(config: OrdersConfig) -> Result<Orders, OrdersError> {
-        let cache = RedisStockCache::new(&config.redis_url)?;
+        Self::connect_as(config, "orders")
+    }
+
+    /// Connects, naming the process's metrics `service="{service}"` (orders-api, waiting-room,
+    /// orders-worker).
+    ///
+    /// # Errors
+    /// [`OrdersError`] when a url or the broker configuration is refused.
+    pub fn connect_as(config: OrdersConfig, service: &str) -> Result<Orders, OrdersError> {
+        let metrics = Metrics::new(Kind::Orders, service);
+        let cache = RedisStockCache::new(&config.redis_url)?.with_metrics(metrics.clone());
         let producer = KafkaOrderProducer::new(&config.kafka_brokers)?;
         let store = PgOrderStore::new(pg::lazy_pool(&config.database_url, config.pool_max)?);
-        Ok(Orders { config, cache, producer, store })
+        Ok(Orders { config, cache, producer, store, metrics })
+    }
+
+    fn sample_pool(&self) {
+        let pool = self.store.pool();
+        let in_use = pool.size().saturating_sub(pool.num_idle() as u32);
+        self.metrics.pool("orders", in_use, pool.options().get_max_connections());
+    }
+
+    /// Redis's stock minus PostgreSQL's, per product, set on `orders_stock_drift` (negative by
+    /// the orders accepted and not yet persisted).
+    ///
+    /// # Errors
+    /// [`OrdersError`] when Redis or PostgreSQL fails.
+    pub async fn sample_stock_drift(&self) -> Result<(), OrdersError> {
+        use crate::ports::orders::{OrderStore, StockCache};
+        let products =
+            self.store.products().await.map_err(|e| OrdersError::Cache(CacheError::Unavailable(e.to_string())))?;
+        for product in products {
+            if let Some(stock) = self.cache.stock(&product.product_id).await? {
+                let labels = crate::metrics::ProductLabels { product: product.product_id.clone() };
+                self.metrics.stock_drift.get_or_create(&labels).set(stock - product.stock);
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples the gauges every [`METRICS_SAMPLE_INTERVAL`], forever: the pool, the consumer
+    /// lag and the stock drift (a failed sample keeps the last value). The API samples them
+    /// too: a stopped worker serves no `/metrics`, and its lag is what must show.
+    pub async fn run_sampler(self) {
+        let mut observer = None;
+        loop {
+            self.sample_pool();
+            if observer.is_none() {
+                observer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP).ok();
+            }
+            if let Some(consumer) = &observer {
+                match consumer.lag().await {
+                    Ok(lag) => {
+                        self.metrics.kafka_consumer_lag.set(lag as i64);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "consumer lag not sampled"),
+                }
+            }
+            if let Err(e) = self.sample_stock_drift().await {
+                tracing::debug!(error = %e, "stock drift not sampled");
+            }
+            tokio::time::sleep(METRICS_SAMPLE_INTERVAL).await;
+        }
     }
 
     /// Redis, the broker and PostgreSQL: each critical for `/order`.
@@ -107,7 +171,21 @@ impl Orders {
     /// # Errors
     /// I/O errors of the listener.
     pub async fn serve_api(self, listener: TcpListener) -> Result<(), OrdersError> {
-        crate::http::serve(listener, api_router(self.api(), self.health(), self.config.api_token.clone())).await?;
+        let router = api_router(self.api(), self.health(), self.config.api_token.clone());
+        let router = crate::http::with_metrics(router, self.metrics.clone());
+        tokio::select! {
+            served = crate::http::serve(listener, router) => served?,
+            () = self.clone().run_sampler() => {}
+        }
+        Ok(())
+    }
+
+    /// Serves `/metrics` alone on `listener` (for the worker, which serves no API).
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve_metrics(self, listener: TcpListener) -> Result<(), OrdersError> {
+        crate::http::serve(listener, crate::http::metrics_router(self.metrics.clone())).await?;
         Ok(())
     }
 
@@ -122,13 +200,18 @@ impl Orders {
             async move { cache.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }
                 .boxed()
         });
-        crate::http::serve(listener, waiting_room_router(WaitingRoom::default(), self.cache.clone(), health)).await?;
+        let router = waiting_room_router(WaitingRoom::default(), self.cache.clone(), health);
+        crate::http::serve(listener, crate::http::with_metrics(router, self.metrics.clone())).await?;
         Ok(())
     }
 
     /// Runs the inventory worker forever: rounds of poll, persist, commit; after a failed round
     /// it leaves the group and rejoins from the last committed offset.
     pub async fn run_worker(self) {
+        tokio::join!(self.clone().work_forever(), self.clone().run_sampler());
+    }
+
+    async fn work_forever(self) {
         loop {
             let mut consumer = match KafkaOrderConsumer::new(&self.config.kafka_brokers, kafka::CONSUMER_GROUP) {
                 Ok(consumer) => consumer,
@@ -142,6 +225,7 @@ impl Orders {
             loop {
                 match worker::work_once(&mut consumer, &self.cache, &self.store).await {
                     Ok(stats) => {
+                        self.metrics.worker_orders_persisted.inc_by(stats.inserted);
                         total.inserted += stats.inserted;
                         total.duplicates += stats.duplicates;
                         if stats.inserted + stats.duplicates > 0 {

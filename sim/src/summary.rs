@@ -90,7 +90,9 @@ pub struct SweepSummary {
     /// The wrapping sum of every run's trace hash, in hex: equal for two sweeps that ran the
     /// same seeds to the same traces, however they were sharded.
     pub trace_digest: String,
-    /// Simulated time summed over the seeds.
+    /// Simulated time summed over the seeds, in milliseconds (exact, so sums merge exactly),
+    /// and in seconds.
+    pub simulated_ms: u64,
     pub simulated_seconds: f64,
     /// Wall time: of the sweep, or for a merge the longest shard's (shards run side by side).
     pub seconds: f64,
@@ -137,7 +139,7 @@ impl SweepSummary {
             "failures": self.failures,
             "coverage": self.coverage,
             "trace_digest": self.trace_digest,
-            "simulated_seconds": self.simulated_seconds,
+            "simulated_ms": self.simulated_ms,
             "commit": self.commit,
         })
     }
@@ -154,6 +156,12 @@ pub enum MergeError {
     Duplicate { path: String, other: String, shard: u64 },
     #[error("{path}: the trace digest {digest:?} is not a hexadecimal number")]
     Digest { path: String, digest: String },
+    #[error("{path}: shard {shard} is not one of the {of} shards")]
+    NoSuchShard { path: String, shard: u64, of: u64 },
+    #[error("{path}: shard {shard} ran {ran} seeds, but it has {expected}")]
+    Seeds { path: String, shard: u64, ran: u64, expected: u64 },
+    #[error("{path}: seeds {from}..{from}+{count} go past the last seed")]
+    Range { path: String, from: u64, count: u64 },
 }
 
 /// A trace digest: the wrapping sum of trace hashes, in hex.
@@ -179,6 +187,7 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
         failures: Vec::new(),
         coverage: BTreeMap::new(),
         trace_digest: String::new(),
+        simulated_ms: 0,
         simulated_seconds: 0.0,
         seconds: 0.0,
         shard_seconds: 0.0,
@@ -202,6 +211,19 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
         same("count", first.count.to_string(), s.count.to_string())?;
         same("shard_count", first.shard_count.to_string(), s.shard_count.to_string())?;
         same("commit", first.commit.clone(), s.commit.clone())?;
+        if s.from.checked_add(s.count).is_none() {
+            return Err(MergeError::Range { path: path.clone(), from: s.from, count: s.count });
+        }
+        if let Some(&shard) = s.shards.iter().find(|i| **i >= s.shard_count) {
+            return Err(MergeError::NoSuchShard { path: path.clone(), shard, of: s.shard_count });
+        }
+        // A shard's own summary must have run exactly its seeds.
+        if let [index] = s.shards.as_slice() {
+            let expected = Shard { index: *index, of: s.shard_count }.seeds(s.from, s.count).count() as u64;
+            if s.seeds != expected {
+                return Err(MergeError::Seeds { path: path.clone(), shard: *index, ran: s.seeds, expected });
+            }
+        }
         for shard in &s.shards {
             if let Some(other) = owner.insert(*shard, path) {
                 return Err(MergeError::Duplicate { path: path.clone(), other: other.to_string(), shard: *shard });
@@ -216,7 +238,7 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
         for (mark, n) in &s.coverage {
             *merged.coverage.entry(mark.clone()).or_default() += n;
         }
-        merged.simulated_seconds += s.simulated_seconds;
+        merged.simulated_ms += s.simulated_ms;
         merged.seconds = merged.seconds.max(s.seconds);
         merged.shard_seconds += s.shard_seconds;
         merged.seeds_per_second += s.seeds_per_second;
@@ -225,8 +247,7 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
     merged.shards = owner.into_keys().collect();
     merged.failures.sort_by_key(|f| f.seed);
     merged.trace_digest = digest([digest_sum]);
-    // Sums of floats depend on their order; round so a merge equals the unsharded sweep.
-    merged.simulated_seconds = (merged.simulated_seconds * 1000.0).round() / 1000.0;
+    merged.simulated_seconds = merged.simulated_ms as f64 / 1000.0;
     Ok(merged)
 }
 
@@ -258,6 +279,7 @@ mod tests {
                 m
             }),
             trace_digest: digest(seeds.iter().map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            simulated_ms: seeds.len() as u64 * 100,
             simulated_seconds: seeds.len() as f64 * 0.1,
             seconds: 2.0,
             shard_seconds: 2.0,
@@ -310,8 +332,8 @@ mod tests {
 
     #[test]
     fn merging_refuses_duplicates_and_foreign_summaries() {
-        let a = summary(Shard { index: 0, of: 2 }, &[10, 12], &[]);
-        let mut b = summary(Shard { index: 1, of: 2 }, &[11, 13], &[]);
+        let a = summary(Shard { index: 0, of: 2 }, &[10, 12, 14, 16], &[]);
+        let mut b = summary(Shard { index: 1, of: 2 }, &[11, 13, 15], &[]);
         let partial = merge(&[("a".into(), a.clone())]).expect("a shard alone merges");
         assert!(!partial.complete());
         assert_eq!(partial.missing(), vec![1]);
@@ -329,5 +351,10 @@ mod tests {
             Err(MergeError::Mismatch { field: "commit", .. })
         ));
         assert_eq!(merge(&[]), Err(MergeError::Empty));
+        let mut beyond = summary(Shard { index: 1, of: 2 }, &[11, 13, 15], &[]);
+        beyond.shards = vec![5];
+        assert!(matches!(merge(&[("x".into(), beyond)]), Err(MergeError::NoSuchShard { shard: 5, of: 2, .. })));
+        let short = summary(Shard { index: 1, of: 2 }, &[11, 13], &[]);
+        assert!(matches!(merge(&[("s".into(), short)]), Err(MergeError::Seeds { ran: 2, expected: 3, .. })));
     }
 }

@@ -63,7 +63,26 @@ mod real {
                 return Ok(());
             }
         }
-        let ledger = Ledger::connect(config.clone()).await?;
+        let service = match role {
+            Role::Api => "ledger-api",
+            Role::Query => "ledger-query",
+            Role::Relay => "ledger-relay",
+            Role::Processor => "ledger-processor",
+            Role::Migrate | Role::Rebuild | Role::All => "ledger",
+        };
+        let ledger = Ledger::connect_as(config.clone(), service).await?;
+        // The roles without an API serve /metrics on METRICS_ADDR, when it is set.
+        let metrics = match (role, config.metrics_addr) {
+            (Role::Relay | Role::Processor, Some(addr)) => Some(bind(addr).await?),
+            _ => None,
+        };
+        let for_metrics = ledger.clone();
+        let serve_metrics = async move {
+            match metrics {
+                Some(listener) => for_metrics.serve_metrics(listener).await,
+                None => std::future::pending().await,
+            }
+        };
         match role {
             Role::Migrate => unreachable!("handled above"),
             Role::Rebuild => {
@@ -73,14 +92,14 @@ mod real {
             }
             Role::Api => ledger.serve_api(bind(config.api_addr).await?, false).await,
             Role::Query => ledger.serve_query(bind(config.query_addr).await?, false).await,
-            Role::Relay => {
-                ledger.run_relay().await;
-                Ok(())
-            }
-            Role::Processor => {
-                ledger.run_processor().await;
-                Ok(())
-            }
+            Role::Relay => tokio::select! {
+                () = ledger.clone().run_relay() => Ok(()),
+                served = serve_metrics => served,
+            },
+            Role::Processor => tokio::select! {
+                () = ledger.clone().run_processor() => Ok(()),
+                served = serve_metrics => served,
+            },
             Role::All => {
                 let api = bind(config.api_addr).await?;
                 let query = bind(config.query_addr).await?;

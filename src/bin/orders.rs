@@ -66,7 +66,13 @@ mod real {
                 return Ok(());
             }
         }
-        let orders = Orders::connect(config.clone())?;
+        let service = match role {
+            Role::Api => "orders-api",
+            Role::WaitingRoom => "waiting-room",
+            Role::Worker => "orders-worker",
+            _ => "orders",
+        };
+        let orders = Orders::connect_as(config.clone(), service)?;
         match role {
             Role::Migrate => unreachable!("handled above"),
             Role::Reconcile { quiet } => {
@@ -76,10 +82,20 @@ mod real {
             }
             Role::Api => orders.serve_api(TcpListener::bind(config.api_addr).await?).await,
             Role::WaitingRoom => orders.serve_waiting_room(TcpListener::bind(config.waiting_room_addr).await?).await,
-            Role::Worker => {
-                orders.run_worker().await;
-                Ok(())
-            }
+            // The worker serves no API: /metrics on METRICS_ADDR, when it is set.
+            Role::Worker => match config.metrics_addr {
+                Some(addr) => {
+                    let listener = TcpListener::bind(addr).await?;
+                    tokio::select! {
+                        () = orders.clone().run_worker() => Ok(()),
+                        served = orders.clone().serve_metrics(listener) => served,
+                    }
+                }
+                None => {
+                    orders.run_worker().await;
+                    Ok(())
+                }
+            },
             Role::All => {
                 let api = TcpListener::bind(config.api_addr).await?;
                 let room = TcpListener::bind(config.waiting_room_addr).await?;

@@ -652,7 +652,7 @@ fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::P
         "{}{bug}, seeds {}..{}: {} of {} shards, {} seeds run, {} failed",
         merged.scenario,
         merged.from,
-        merged.from + merged.count,
+        merged.from.saturating_add(merged.count),
         merged.shards.len(),
         merged.shard_count,
         merged.seeds,
@@ -676,15 +676,19 @@ fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::P
         eprintln!("error: cannot write {}: {e}", out.display());
         return EXIT_USAGE;
     }
+    let code = if !merged.complete() {
+        let missing: Vec<String> = merged.missing().iter().map(u64::to_string).collect();
+        println!("incomplete: shards {} of {} are missing", missing.join(", "), merged.shard_count);
+        EXIT_INCOMPLETE
+    } else if merged.failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATION
+    };
     if json {
         println!("{text}");
     }
-    if !merged.complete() {
-        let missing: Vec<String> = merged.missing().iter().map(u64::to_string).collect();
-        println!("incomplete: shards {} of {} are missing", missing.join(", "), merged.shard_count);
-        return EXIT_INCOMPLETE;
-    }
-    if merged.failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
+    code
 }
 
 fn list() -> u8 {
@@ -795,6 +799,18 @@ mod sim {
             return EXIT_USAGE;
         }
         let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if from.checked_add(seeds).is_none() {
+            eprintln!("error: --from {from} plus --seeds {seeds} is past the last seed ({})", u64::MAX);
+            return EXIT_USAGE;
+        }
+        // The summary's file is made before any seed runs: a path that cannot be written is
+        // bad usage, found before the sweep rather than after it.
+        if let Some(path) = &options.summary
+            && let Err(e) = std::fs::write(path, "")
+        {
+            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
         let shard = options.shard.unwrap_or(Shard::WHOLE);
         let chosen: Vec<u64> = shard.seeds(from, seeds).collect();
         let total = chosen.len() as u64;
@@ -855,6 +871,7 @@ mod sim {
                 .collect(),
             coverage: marks,
             trace_digest: summary::digest(outcomes.iter().map(|o| o.trace_hash)),
+            simulated_ms: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>(),
             simulated_seconds: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
             seconds: secs,
             shard_seconds: secs,
@@ -869,14 +886,15 @@ mod sim {
             eprintln!("error: cannot write the summary to {}: {e}", path.display());
             return EXIT_USAGE;
         }
-        if options.json {
-            println!("{text}");
-        } else {
+        if !options.json {
             let reached: Vec<String> = summary.coverage.iter().map(|(m, n)| format!("{m}={n}")).collect();
             println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
             println!("{total} seeds in {secs:.1}s ({rate:.1} seeds/s)");
         }
         println!("{total} seeds, {} failures", failures.len());
+        if options.json {
+            println!("{text}");
+        }
         if failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
     }
 

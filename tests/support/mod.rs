@@ -121,6 +121,7 @@ pub fn test_config(nats_url: &str) -> LedgerConfig {
             durable: format!("processor_{name}"),
         },
         api_token: None,
+        metrics_addr: None,
     }
 }
 
@@ -273,4 +274,25 @@ pub async fn drop_database(url: &str) {
 
 pub fn dec(s: &str) -> Decimal {
     models::money::parse_decimal(s).unwrap()
+}
+
+/// The value of metric `name` in Prometheus text, summed over its series (`None` when absent).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric_name = series.split('{').next()?;
+            (metric_name == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// GETs `/metrics` at `addr`.
+pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> String {
+    let response = http.get(format!("http://{addr}/metrics")).send().await.expect("metrics answer");
+    assert_eq!(response.status().as_u16(), 200);
+    response.text().await.expect("text")
 }

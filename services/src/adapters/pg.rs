@@ -227,6 +227,18 @@ impl PgEventStore {
         &self.pool
     }
 
+    /// Events in the store (the read model's lag is this minus the events it applied).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database is down.
+    pub async fn event_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error(e, Phase::Before, ""))?;
+        Ok(count as u64)
+    }
+
     /// Writes an event with a given type and version as a legacy writer would, with its outbox
     /// row (schema-evolution tests and fixtures).
     ///

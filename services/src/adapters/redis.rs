@@ -70,6 +70,9 @@ pub struct RedisStockCache {
     client: redis::Client,
     connection: Arc<Mutex<Option<ConnectionManager>>>,
     script: redis::Script,
+    /// Where each call's time and failures go (`redis_command_duration_seconds`,
+    /// `redis_errors_total`, `redis_up`), when set.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn cache_error(e: redis::RedisError) -> CacheError {
@@ -92,7 +95,18 @@ impl RedisStockCache {
             .map_err(cache_error)?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info).map_err(cache_error)?;
-        Ok(RedisStockCache { client, connection: Arc::default(), script: redis::Script::new(STOCK_SCRIPT) })
+        Ok(RedisStockCache {
+            client,
+            connection: Arc::default(),
+            script: redis::Script::new(STOCK_SCRIPT),
+            metrics: None,
+        })
+    }
+
+    /// Records every call in these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {
@@ -117,6 +131,29 @@ impl RedisStockCache {
     }
 
     async fn run<T, F, Fut>(&self, call: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let started = std::time::Instant::now();
+        let result = self.run_untimed(call).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_duration.observe(started.elapsed().as_secs_f64());
+            match &result {
+                Ok(_) => {
+                    metrics.redis_up.set(1);
+                }
+                Err(e) => {
+                    metrics.redis_errors.inc();
+                    // Out of memory is an answer: Redis is up.
+                    metrics.redis_up.set(i64::from(matches!(e, CacheError::OutOfMemory(_))));
+                }
+            }
+        }
+        result
+    }
+
+    async fn run_untimed<T, F, Fut>(&self, call: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,

@@ -1,5 +1,5 @@
 //! HTTP with axum (real build only): thin routes over the framework-free contracts in
-//! `ledger::api`, and the `/health` report.
+//! `ledger::api`, the `/health` report and the Prometheus `/metrics`.
 
 pub mod auth;
 pub mod health;
@@ -19,4 +19,41 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> s
         }
     });
     axum::serve(listener, router).await
+}
+
+/// Adds `GET /metrics` (Prometheus text) to `router`, and counts every answer it gives, by
+/// matched route (never the raw path: ids would make a series per account) and status, with
+/// its latency.
+pub fn with_metrics(router: axum::Router, metrics: std::sync::Arc<crate::metrics::Metrics>) -> axum::Router {
+    router
+        .route("/metrics", axum::routing::get(get_metrics).with_state(metrics.clone()))
+        .layer(axum::middleware::from_fn_with_state(metrics, track))
+}
+
+/// A router with only `GET /metrics`, for the roles that serve no HTTP API (relay, processor,
+/// worker) on their `METRICS_ADDR`.
+pub fn metrics_router(metrics: std::sync::Arc<crate::metrics::Metrics>) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(get_metrics).with_state(metrics))
+}
+
+async fn get_metrics(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.encode()).into_response()
+}
+
+async fn track(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.observe_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
 }

@@ -89,6 +89,8 @@ pub struct CommandHandler<S> {
     /// so the cache can be behind the store but never wrong; it holds only what was read back
     /// from the store, never what a command decided.
     snapshots: std::sync::Mutex<std::collections::BTreeMap<String, Account>>,
+    /// Where retries are counted (`ledger_command_retries_total`), when set.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     #[cfg(madsim)]
     hooks: BugHooks,
 }
@@ -116,8 +118,21 @@ impl<S: EventStore> CommandHandler<S> {
             store,
             attempts_max: COMMAND_ATTEMPTS_MAX,
             snapshots: std::sync::Mutex::default(),
+            metrics: None,
             #[cfg(madsim)]
             hooks: BugHooks::default(),
+        }
+    }
+
+    /// Counts retries in these metrics.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn retried(&self, reason: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.retried(reason);
         }
     }
 
@@ -196,6 +211,7 @@ impl<S: EventStore> CommandHandler<S> {
                     Ok(None) => {}
                     Err(StoreError::Retryable(_) | StoreError::Conflict { .. } | StoreError::Duplicate) => {
                         stats.retryable += 1;
+                        self.retried("serialization_failure");
                         continue;
                     }
                     Err(StoreError::Corrupt(e)) => return Err(CommandError::Corrupt(e)),
@@ -209,6 +225,7 @@ impl<S: EventStore> CommandHandler<S> {
                 Ok(accounts) => accounts,
                 Err(StoreError::Retryable(_)) => {
                     stats.retryable += 1;
+                    self.retried("serialization_failure");
                     continue;
                 }
                 Err(StoreError::Corrupt(e)) => return Err(CommandError::Corrupt(e)),
@@ -247,13 +264,16 @@ impl<S: EventStore> CommandHandler<S> {
                 Err(StoreError::Conflict { .. }) => {
                     crate::bugs::coverage::mark("conflict-retried");
                     stats.conflicts += 1;
+                    self.retried("version_conflict");
                 }
                 Err(StoreError::Retryable(_) | StoreError::Duplicate) => {
                     crate::bugs::coverage::mark("serialization-retried");
                     stats.retryable += 1;
+                    self.retried("serialization_failure");
                 }
                 Err(StoreError::Ambiguous(e)) => {
                     stats.ambiguous += 1;
+                    self.retried("ambiguous_commit");
                     if key.is_none() {
                         return Err(CommandError::Ambiguous(e));
                     }

@@ -105,12 +105,16 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R
     }
 }
 
-/// Runs rounds forever, backing off while the bus or the read model fails.
-pub async fn run_processor<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R) {
+/// Runs rounds forever, backing off while the bus or the read model fails. Redeliveries of the
+/// rounds that completed are counted in `metrics` (`ledger_jetstream_redeliveries_total`).
+pub async fn run_processor<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R, metrics: &crate::metrics::Metrics) {
     let mut wait = Duration::from_millis(10);
     loop {
         match process_once(consumer, read).await {
-            Ok(_) => wait = Duration::from_millis(10),
+            Ok(stats) => {
+                metrics.jetstream_redeliveries.inc_by(stats.redelivered);
+                wait = Duration::from_millis(10);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "processor round failed");
                 madsim::time::sleep(wait).await;

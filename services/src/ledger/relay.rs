@@ -59,14 +59,18 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) ->
 }
 
 /// Runs rounds forever: immediately again after a full batch, after [`RELAY_IDLE_WAIT`] when idle,
-/// with exponential backoff up to [`RELAY_BACKOFF_MAX`] while failing.
-pub async fn run_relay<S: EventStore, P: EventPublisher>(store: &S, bus: &P) {
+/// with exponential backoff up to [`RELAY_BACKOFF_MAX`] while failing. Rounds that fail to
+/// publish are counted in `metrics` (`ledger_relay_publish_failures_total`).
+pub async fn run_relay<S: EventStore, P: EventPublisher>(store: &S, bus: &P, metrics: &crate::metrics::Metrics) {
     let mut wait = RELAY_IDLE_WAIT;
     loop {
         match relay_once(store, bus).await {
             Ok(n) if n == RELAY_BATCH_MAX => continue,
             Ok(_) => wait = RELAY_IDLE_WAIT,
             Err(e) => {
+                if matches!(e, RelayError::Bus(_)) {
+                    metrics.relay_publish_failures.inc();
+                }
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "relay round failed");
                 madsim::time::sleep(wait).await;
                 wait = (wait * 2).min(RELAY_BACKOFF_MAX);

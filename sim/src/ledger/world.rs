@@ -17,6 +17,7 @@ use madsim::task::NodeId;
 use services::ledger::api::{self, Reply};
 use services::ledger::command::{BugHooks, CommandHandler};
 use services::ledger::{processor, relay};
+use services::metrics::{Kind, Metrics};
 use services::ports::ledger::{EventPublisher, ReadModel};
 
 use super::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
@@ -124,7 +125,8 @@ impl LedgerWorld {
                 async move {
                     let store = SimEventStore::connect(gateways).await;
                     let bus = SimBus::connect().await;
-                    relay::run_relay(&store, &bus).await;
+                    let metrics = Metrics::new(Kind::Ledger, "ledger-relay");
+                    relay::run_relay(&store, &bus, &metrics).await;
                 }
             })
             .build_tracked();
@@ -136,7 +138,8 @@ impl LedgerWorld {
             .init(|| async {
                 let bus = SimBus::connect().await;
                 let read = SimReadModel::connect().await;
-                processor::run_processor(&bus, &read).await;
+                let metrics = Metrics::new(Kind::Ledger, "ledger-processor");
+                processor::run_processor(&bus, &read, &metrics).await;
             })
             .build_tracked();
         nodes.insert("processor".into(), node.id());
