@@ -399,3 +399,29 @@ fn shards_merge_to_the_unsharded_sweep() {
     let (code, _) = testbed(&["merge", &whole_file, &shards[0]]);
     assert_eq!(code, 2, "a summary of another sweep (unsharded) is refused");
 }
+
+/// Goal: a person replaying a seed sees the metrics an operator would (issue 11): `repro`
+/// writes them beside the history and the timeline charts them under the lanes.
+/// Method: replay nats-down seed 1; the read-model lag and the outbox backlog climb during the
+/// outage and end at 0; the page holds a chart per series.
+#[test]
+fn repro_writes_metrics_and_the_timeline_draws_them() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("repro-metrics");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let history = dir.join("h.jsonl");
+    let (code, out) =
+        testbed(&["repro", "--scenario", "nats-down", "--seed", "1", "--history", history.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let series: Vec<sim::metrics::Series> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("h.metrics.json")).expect("metrics written")).unwrap();
+    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["outbox_backlog", "read_model_lag", "error_rate"]);
+    for s in &series[..2] {
+        assert!(s.max() > 10.0, "{} climbs during the outage: max {}", s.name, s.max());
+        assert_eq!(s.points.last().map(|p| p.1), Some(0.0), "{} ends at 0", s.name);
+    }
+    let page = std::fs::read_to_string(dir.join("timeline.html")).expect("timeline written");
+    assert_eq!(page.matches("<polyline").count(), 3, "one chart per series");
+    assert!(page.contains("read_model_lag") && page.contains("outbox_backlog"));
+}

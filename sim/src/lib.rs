@@ -7,6 +7,7 @@
 pub mod history;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod orders;
 pub mod summary;
 pub mod timeline;

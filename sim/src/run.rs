@@ -61,6 +61,9 @@ pub struct RunOutcome {
     #[serde(skip)]
     pub ops: Vec<OpRecord>,
     pub faults: Vec<FaultRecord>,
+    /// The services' metrics on simulated time (kept with the trace, for `repro`).
+    #[serde(skip)]
+    pub metrics: Vec<crate::metrics::Series>,
     pub simulated_ms: u64,
     pub events: usize,
     pub crdb_nodes: usize,
@@ -123,8 +126,9 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
                 }
             };
             let nanos = trace::now_nanos();
+            let gauges = trace::gauges();
             trace::kill_all_nodes().await;
-            (run, nanos)
+            (run, nanos, gauges)
         })
     }));
     services::bugs::set_active(None);
@@ -144,6 +148,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         history: Vec::new(),
         ops: Vec::new(),
         faults: Vec::new(),
+        metrics: Vec::new(),
         simulated_ms: 0,
         events: 0,
         crdb_nodes: request.crdb_nodes,
@@ -152,7 +157,13 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         marks,
     };
     match result {
-        Ok(((history, ops, faults, violations, events), nanos)) => {
+        Ok(((history, ops, faults, violations, events), nanos, gauges)) => {
+            if request.keep_trace {
+                outcome.metrics = match scenario {
+                    Scenario::Ledger(_) => crate::metrics::ledger_series(&gauges, &history, nanos),
+                    Scenario::Orders(_) => crate::metrics::orders_series(&gauges, &history, nanos),
+                };
+            }
             outcome.violations = violations;
             outcome.history = history;
             outcome.ops = ops;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::history::{EventKind, HistoryEvent};
+use crate::metrics::Series;
 
 /// A fault as a band across every lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +71,55 @@ fn describe(invoke: &HistoryEvent, done: Option<&HistoryEvent>) -> String {
 
 /// Renders the page. `highlight` holds (process, invoke time) of the operations to outline.
 pub fn render(title: &str, history: &[HistoryEvent], bands: &[Band], highlight: &BTreeSet<(u64, u64)>) -> String {
-    let end = history.iter().map(|e| e.time).chain(bands.iter().filter_map(|b| b.end)).max().unwrap_or(1).max(1);
+    render_with_metrics(title, history, bands, highlight, &[])
+}
+
+/// Height of one metric's chart under the lanes.
+pub const CHART_PX: u64 = 70;
+
+/// Renders the page with the metrics drawn under the client lanes, one chart each, on the same
+/// time axis (so a lag is seen climbing under the fault band that caused it).
+pub fn render_with_metrics(
+    title: &str,
+    history: &[HistoryEvent],
+    bands: &[Band],
+    highlight: &BTreeSet<(u64, u64)>,
+    metrics: &[Series],
+) -> String {
+    let end = history
+        .iter()
+        .map(|e| e.time)
+        .chain(bands.iter().filter_map(|b| b.end))
+        .chain(metrics.iter().filter_map(|m| m.points.last().map(|(t, _)| *t)))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let x = |t: u64| LEFT_PX + t.min(end) * WIDTH_PX / end;
     let processes: BTreeSet<u64> = history.iter().map(|e| e.process).collect();
     let lanes: BTreeMap<u64, usize> = processes.iter().take(LANES_MAX).enumerate().map(|(i, p)| (*p, i)).collect();
-    let height = TOP_PX + lanes.len() as u64 * LANE_PX + 30;
+    let lanes_bottom = TOP_PX + lanes.len() as u64 * LANE_PX + 10;
+    let height = lanes_bottom + metrics.len() as u64 * CHART_PX + 20;
     let mut svg = String::new();
+    for (i, series) in metrics.iter().enumerate() {
+        let top = lanes_bottom + i as u64 * CHART_PX + 10;
+        let bottom = top + CHART_PX - 20;
+        let max = series.max();
+        let scale = if max > 0.0 { (bottom - top) as f64 / max } else { 0.0 };
+        let points: Vec<String> =
+            series.points.iter().map(|(t, v)| format!("{},{:.1}", x(*t), bottom as f64 - v * scale)).collect();
+        let shown = if series.name.ends_with("rate") { format!("{:.0}%", max * 100.0) } else { format!("{max}") };
+        let _ = write!(
+            svg,
+            r##"<g class="metric"><text x="4" y="{}">{}</text><text x="4" y="{}">max {}</text><line x1="{LEFT_PX}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="#ccc"/><polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"><title>{}</title></polyline></g>"##,
+            top + 12,
+            escape(&series.name),
+            top + 26,
+            shown,
+            LEFT_PX + WIDTH_PX,
+            points.join(" "),
+            escape(&series.name)
+        );
+    }
     for band in bands {
         let (x0, x1) = (x(band.start), x(band.end.unwrap_or(end)));
         let _ = write!(
@@ -201,6 +245,12 @@ mod tests {
         ];
         let bands = vec![Band { label: "Crash crdb-2".into(), start: 20, end: Some(40) }];
         let highlight = BTreeSet::from([(2, 10)]);
+        let lag = crate::metrics::Series {
+            name: "read_model_lag".into(),
+            points: vec![(0, 0.0), (500_000_000, 7.0), (1_000_000_000, 0.0)],
+        };
+        let charted = render_with_metrics("test", &history, &bands, &highlight, &[lag]);
+        assert!(charted.contains("<polyline") && charted.contains("read_model_lag") && charted.contains("max 7"));
         let page = render("test <run>", &history, &bands, &highlight);
         assert!(page.starts_with("<!doctype html>"));
         assert!(!page.contains("src=") && !page.contains("href="), "nothing is loaded from elsewhere");

@@ -23,6 +23,20 @@ thread_local! {
     /// tasks still pending when a runtime is dropped (madsim issue 242), and a sweep would keep
     /// every seed's world in memory.
     static NODES: RefCell<Vec<madsim::task::NodeId>> = const { RefCell::new(Vec::new()) };
+    /// The raw gauges the simulated dependencies set (`crate::metrics`): not part of the trace
+    /// or its hash.
+    static GAUGES: RefCell<Vec<crate::metrics::GaugeSet>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sets raw gauge `name` to `value` at the current simulated time.
+pub fn gauge(name: &str, value: i64) {
+    let time = now_nanos();
+    GAUGES.with(|g| g.borrow_mut().push(crate::metrics::GaugeSet { time, name: name.to_string(), value }));
+}
+
+/// The gauges set so far in this run.
+pub fn gauges() -> Vec<crate::metrics::GaugeSet> {
+    GAUGES.with(|g| g.borrow().clone())
 }
 
 /// Builds a node and remembers it for [`kill_all_nodes`].
@@ -52,6 +66,7 @@ pub async fn kill_all_nodes() {
 /// Starts a fresh trace for a run; `keep_lines` keeps the text for printing.
 pub fn reset(keep_lines: bool) {
     NODES.with(|n| n.borrow_mut().clear());
+    GAUGES.with(|g| g.borrow_mut().clear());
     TRACE.with(|t| {
         *t.borrow_mut() = TraceState {
             hash: FNV_OFFSET,

@@ -185,13 +185,17 @@ enum Command {
     /// List scenarios, invariants and planted bugs, one per line.
     List,
     /// Draw a history as a self-contained HTML timeline (lanes per client, faults as bands,
-    /// the operations of a bank linearizability violation outlined).
+    /// the operations of a bank linearizability violation outlined, metrics charted under the
+    /// lanes).
     Timeline {
         /// History file (JSON Lines).
         history: std::path::PathBuf,
         /// Faults as JSON (`repro` writes them beside the history).
         #[arg(long)]
         faults: Option<std::path::PathBuf>,
+        /// Metrics series as JSON, drawn under the lanes (`repro` writes them beside the history).
+        #[arg(long)]
+        metrics: Option<std::path::PathBuf>,
         /// Where to write the page.
         #[arg(long, short, default_value = "timeline.html")]
         out: std::path::PathBuf,
@@ -263,7 +267,9 @@ fn main() -> ExitCode {
         Command::List => list(),
         Command::Merge { summaries, json, out } => merge_cmd(&summaries, json, out.as_deref()),
         Command::Bench { what, seconds, seeds, write, out } => bench_cmd(&what, seconds, seeds, write.as_deref(), &out),
-        Command::Timeline { history, faults, out } => timeline(&history, faults.as_deref(), &out),
+        Command::Timeline { history, faults, metrics, out } => {
+            timeline(&history, faults.as_deref(), metrics.as_deref(), &out)
+        }
         Command::Check { model, format, budget, files } => {
             let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
             let mut out = std::io::stdout().lock();
@@ -572,7 +578,12 @@ fn testbed_provenance(command: &str) -> String {
     )
 }
 
-fn timeline(history: &std::path::Path, faults: Option<&std::path::Path>, out: &std::path::Path) -> u8 {
+fn timeline(
+    history: &std::path::Path,
+    faults: Option<&std::path::Path>,
+    metrics: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> u8 {
     let events = match checker::read::read_history(history, checker::read::Format::Jsonl) {
         Ok(h) => h.events,
         Err(e) => {
@@ -593,8 +604,27 @@ fn timeline(history: &std::path::Path, faults: Option<&std::path::Path>, out: &s
             return EXIT_USAGE;
         }
     };
+    let series: Vec<testbed::sim::metrics::Series> = match metrics.map(std::fs::read_to_string).transpose() {
+        Ok(text) => match text.map(|t| serde_json::from_str(&t)).transpose() {
+            Ok(series) => series.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("error: metrics file: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: metrics file: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let highlight = testbed::sim::timeline::witness_ops(&events);
-    let page = testbed::sim::timeline::render(&history.display().to_string(), &events, &bands, &highlight);
+    let page = testbed::sim::timeline::render_with_metrics(
+        &history.display().to_string(),
+        &events,
+        &bands,
+        &highlight,
+        &series,
+    );
     match std::fs::write(out, page) {
         Ok(()) => {
             println!(
@@ -898,6 +928,12 @@ mod sim {
         if failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
     }
 
+    /// `name max V` for each series.
+    fn summarize(series: &[testbed::sim::metrics::Series]) -> String {
+        let parts: Vec<String> = series.iter().map(|s| format!("{} max {}", s.name, s.max())).collect();
+        parts.join(", ")
+    }
+
     pub fn repro_token(token: &str, history: &Path) -> u8 {
         let parts: Vec<&str> = token.split(':').collect();
         let (Some(&"tb1"), Some(scenario), Some(Ok(seed)), Some(bug), Some(Ok(crdb))) = (
@@ -990,8 +1026,15 @@ mod sim {
         println!("history: {} ({} events)", history.display(), outcome.history.len());
         let faults = history.with_extension("faults.json");
         let page = history.with_file_name("timeline.html");
-        let written = std::fs::write(&faults, serde_json::to_string_pretty(&outcome.faults).expect("faults serialize"));
-        if written.is_ok() && super::timeline(history, Some(&faults), &page) != EXIT_OK {
+        let metrics = history.with_extension("metrics.json");
+        let written = std::fs::write(&faults, serde_json::to_string_pretty(&outcome.faults).expect("faults serialize"))
+            .and_then(|()| {
+                std::fs::write(&metrics, serde_json::to_string(&outcome.metrics).expect("metrics serialize"))
+            });
+        if written.is_ok() {
+            println!("metrics: {} ({})", metrics.display(), summarize(&outcome.metrics));
+        }
+        if written.is_ok() && super::timeline(history, Some(&faults), Some(&metrics), &page) != EXIT_OK {
             eprintln!("warning: no timeline written");
         }
         if outcome.passed() {

@@ -260,6 +260,8 @@ async fn execute(gateway: &Gateway<'_>, cluster: &CrdbCluster, req: CrdbReq) -> 
             ));
         }
         let positions = store.append(batch).await?;
+        trace::gauge("events", store.event_count() as i64);
+        trace::gauge("outbox_backlog", store.backlog().await.unwrap_or(0) as i64);
         if madsim::rand::thread_rng().gen_bool(cluster.rates.ambiguous_commit) {
             return Err(StoreError::Ambiguous("result is ambiguous (40003)".into()));
         }
@@ -275,6 +277,7 @@ async fn execute(gateway: &Gateway<'_>, cluster: &CrdbCluster, req: CrdbReq) -> 
         CrdbReq::Unsent(limit) => CrdbResp::Events(store.unsent(limit).await?),
         CrdbReq::MarkSent(ids) => {
             store.mark_sent(&ids).await?;
+            trace::gauge("outbox_backlog", store.backlog().await.unwrap_or(0) as i64);
             CrdbResp::Done
         }
         CrdbReq::Backlog => CrdbResp::Count(store.backlog().await?),

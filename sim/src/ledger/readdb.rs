@@ -58,6 +58,7 @@ pub async fn serve(state: ReadDbState) {
                 ReadReq::Apply(event) => {
                     let applied = project(&mut views, &event);
                     trace::record("readdb", &format!("apply {}@{} -> {applied:?}", event.stream_id, event.version));
+                    trace::gauge("applied", views.values().map(|v| v.version as i64).sum());
                     applied.map(ReadResp::Applied)
                 }
                 ReadReq::Balance(id) => Ok(ReadResp::Views(views.get(&id).cloned().into_iter().collect())),
@@ -65,6 +66,7 @@ pub async fn serve(state: ReadDbState) {
                 ReadReq::Replace(fresh) => {
                     trace::record("readdb", &format!("replace {} views", fresh.len()));
                     *views = fresh.into_iter().map(|v| (v.account_id.clone(), v)).collect();
+                    trace::gauge("applied", views.values().map(|v| v.version as i64).sum());
                     Ok(ReadResp::Done)
                 }
             }

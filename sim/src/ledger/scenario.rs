@@ -35,6 +35,9 @@ pub const WORKLOAD_MAX: Duration = Duration::from_secs(600);
 /// How long `ledger-chaos` injects faults from the start of its workload: a run lasts at least
 /// this long in simulated time, then heals and settles.
 pub const CHAOS_FAULT_WINDOW: Duration = Duration::from_secs(60);
+/// `nats-down`: how soon after NATS restarts the read-model lag must be back to the writes in
+/// flight.
+pub const NATS_LAG_RECOVERY_MAX: Duration = Duration::from_secs(10);
 
 /// The index (and process id) of the client that opens the accounts.
 pub const SETUP_CLIENT: usize = 9999;
@@ -415,7 +418,25 @@ async fn nats_down(ctx: &mut Ctx) {
         format!("the read model did not lag ({read_versions} of {store_versions})"),
     );
     ctx.injector.restart("nats");
+    let restarted = trace::now_nanos();
+    let restarted_at = madsim::time::Instant::now();
     join_clients(ctx, handles).await;
+    madsim::time::sleep_until(restarted_at + NATS_LAG_RECOVERY_MAX).await;
+    // What the dashboard shows: the lag climbed during the outage and, once NATS is back, falls
+    // to the writes in flight (one per client at most) within a bound.
+    let clients = 4.0;
+    let lag = crate::metrics::ledger_series(&trace::gauges(), &[], trace::now_nanos()).swap_remove(1);
+    let peak = lag.max_between(restarted.saturating_sub(5_000_000_000), restarted);
+    ctx.expect(peak > clients, format!("the read-model lag did not climb during the outage (peak {peak})"));
+    match lag.first_at_most_after(restarted, clients) {
+        Some(t) if t - restarted <= NATS_LAG_RECOVERY_MAX.as_nanos() as u64 => {}
+        other => ctx.expect(
+            false,
+            format!(
+                "the read-model lag did not fall back within {NATS_LAG_RECOVERY_MAX:?} of NATS's restart (at {other:?} ns)"
+            ),
+        ),
+    }
     let history = ctx.history.events();
     let bad: Vec<_> =
         writes_between(&history, 0, u64::MAX).into_iter().filter(|(_, e)| failed_unavailable(e)).collect();

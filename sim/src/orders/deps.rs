@@ -365,8 +365,13 @@ pub async fn serve_kafka(state: Arc<Mutex<KafkaState>>) {
         async move {
             match req {
                 KafkaReq::Produce(order) => {
-                    let (p, o) = state.lock().expect("not poisoned").log.append(*order.clone());
+                    let (p, o, produced) = {
+                        let mut s = state.lock().expect("not poisoned");
+                        let (p, o) = s.log.append(*order.clone());
+                        (p, o, s.log.partitions.iter().map(|m| m.len() as i64).sum::<i64>())
+                    };
                     trace::record("kafka", &format!("produce {} -> {p}/{o}", order.order_id));
+                    trace::gauge("produced", produced);
                     Ok(KafkaResp::Produced(p, o))
                 }
                 KafkaReq::Poll { member, max, wait } => {
@@ -390,6 +395,7 @@ pub async fn serve_kafka(state: Arc<Mutex<KafkaState>>) {
                             return Err(QueueError::Unavailable("commit refused: partition reassigned".into()));
                         }
                     }
+                    trace::gauge("committed", s.log.committed.values().sum());
                     Ok(KafkaResp::Done)
                 }
             }
