@@ -368,6 +368,10 @@ async fn metrics_show_a_stopped_worker_and_its_return() {
     }
     let (second, text) = lag_at_least(39.0).await;
     assert!(second > first, "the lag climbs while the worker is stopped");
+    let health: Value = t.http.get(format!("http://{}/health", t.api)).send().await.unwrap().json().await.unwrap();
+    let backlog = &health["dependencies"]["worker_backlog"];
+    assert!(backlog["consumer_lag"].as_i64().unwrap_or(0) >= 39, "/health shows the same lag: {health}");
+    assert_eq!(backlog["state"], "up", "40 orders waiting is below the degraded level: {health}");
     assert!(text.contains(r#"route="/order",status="200""#), "{text}");
     assert!(metric(&text, "redis_command_duration_seconds_count").unwrap_or(0.0) >= 40.0, "{text}");
     assert_eq!(metric(&text, "redis_up"), Some(1.0), "{text}");

@@ -87,7 +87,26 @@ fn faults_of(report: &Value) -> Vec<(String, String)> {
 fn ledger_mixed_workload_with_processor_and_nats_faults_is_clean() {
     let duration = Duration::from_secs(12);
     let seed = seed_reaching(RealScenario::LedgerChaos, duration, &[("nats", "kill"), ("processor", "pause")]);
-    let report = run_clean("ledger-chaos", seed, "12s", Some("bank"));
+    let out = out_dir("ledger-chaos-logs");
+    let report = run_clean_in(&out, "ledger-chaos", seed, "12s", Some("bank"));
+    // The services log JSON lines (issue 11): every line of every role parses, with its level;
+    // the relay's failed publishes while NATS was down name the event they could not publish.
+    let logs = out.join(format!("ledger-chaos-{seed}/logs"));
+    let mut failed_publishes = 0;
+    for role in ["api-1", "api-2", "query", "relay", "processor"] {
+        let text = std::fs::read_to_string(logs.join(format!("{role}.log"))).expect("role log");
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{role}: not JSON ({e}): {line}"));
+            assert!(entry["level"].is_string(), "{role}: no level: {line}");
+            if role == "relay" && entry["fields"]["message"] == "publish failed: the event stays in the outbox" {
+                assert!(entry["fields"]["event_id"].is_string(), "{line}");
+                assert_eq!(entry["level"], "WARN", "{line}");
+                failed_publishes += 1;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(failed_publishes > 0, "the relay logged no failed publish while NATS was killed");
     let faults = faults_of(&report);
     for (role, action) in [("nats", "kill"), ("nats", "start"), ("processor", "pause"), ("processor", "resume")] {
         assert!(faults.contains(&(role.into(), action.into())), "no {action} of {role} in {faults:?}");

@@ -12,7 +12,7 @@ use crate::adapters::pg::{self, SetupError};
 use crate::adapters::pg_orders::{self, PgOrderStore};
 use crate::adapters::redis::RedisStockCache;
 use crate::config::OrdersConfig;
-use crate::http::health::{DepHealth, Health};
+use crate::http::health::{DepHealth, Health, State};
 use crate::http::orders::{api_router, waiting_room_router};
 use crate::metrics::{Kind, Metrics};
 use crate::orders::api::OrderApi;
@@ -53,6 +53,9 @@ pub async fn prepare(config: &OrdersConfig) -> Result<(), OrdersError> {
 
 /// How often a process samples the gauges of `/metrics` (consumer lag, stock drift, pool).
 pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Orders waiting for the worker before `/health` calls the worker's backlog degraded (the
+/// spec's warning level, as in `deploy/prometheus/alerts.yml`).
+pub const CONSUMER_LAG_DEGRADED: i64 = 1000;
 
 /// The adapters of one order-system process, and its metrics.
 #[derive(Clone)]
@@ -133,10 +136,18 @@ impl Orders {
         }
     }
 
-    /// Redis, the broker and PostgreSQL: each critical for `/order`.
+    /// Redis, the broker and PostgreSQL: each critical for `/order`; and the worker's backlog
+    /// (the sampled `kafka_consumer_lag`, the number `/metrics` shows): degraded above
+    /// [`CONSUMER_LAG_DEGRADED`], never critical (orders are accepted and wait in the topic).
     pub fn health(&self) -> Health {
         let (cache, producer, store) = (self.cache.clone(), self.producer.clone(), self.store.clone());
+        let metrics = self.metrics.clone();
         Health::new()
+            .probe("worker_backlog", false, move || {
+                let lag = metrics.kafka_consumer_lag.get();
+                let state = if lag > CONSUMER_LAG_DEGRADED { State::Degraded } else { State::Up };
+                async move { DepHealth::up().with_state(state).detail("consumer_lag", lag) }.boxed()
+            })
             .probe("redis", true, move || {
                 let cache = cache.clone();
                 async move { cache.ping().await.map_or_else(|e| DepHealth::down(&e.to_string()), |()| DepHealth::up()) }

@@ -55,7 +55,8 @@ pub struct Spec {
 
 impl Spec {
     /// A role of a service binary (`ledger api`, `orders worker`, ...) with the deployment's
-    /// environment and the role's own settings.
+    /// environment and the role's own settings, logging JSON lines (one per event, failures
+    /// with their severity and ids: what an operator's log pipeline ingests).
     pub fn role(
         program: &Path,
         env: &[(String, String)],
@@ -67,7 +68,7 @@ impl Spec {
         Spec {
             name: name.into(),
             program: program.to_path_buf(),
-            args: vec![role.into()],
+            args: vec!["--json".into(), role.into()],
             env: env.iter().cloned().chain(own).collect(),
             port,
         }

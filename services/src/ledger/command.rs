@@ -286,7 +286,12 @@ impl<S: EventStore> CommandHandler<S> {
         if stats.ambiguous > 0 {
             return Err(CommandError::Ambiguous(format!("unresolved after {} attempts", self.attempts_max)));
         }
-        tracing::warn!(command = command.name(), attempts = self.attempts_max, "gave up on contention");
+        tracing::warn!(
+            command = command.name(),
+            key = key.unwrap_or("-"),
+            attempts = self.attempts_max,
+            "gave up on contention"
+        );
         Err(CommandError::Conflict(self.attempts_max))
     }
 

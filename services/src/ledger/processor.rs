@@ -93,6 +93,8 @@ pub async fn process_once<C: EventConsumer, R: ReadModel>(consumer: &C, read: &R
             Err(e) => {
                 if let ReadError::Corrupt(reason) = &e {
                     tracing::error!(event_id = %delivery.event().event_id, %reason, "event cannot be projected");
+                } else {
+                    tracing::warn!(event_id = %delivery.event().event_id, error = %e, "read model failed: redelivery later");
                 }
                 let _ = delivery.nak(FAILURE_REDELIVERY_DELAY).await;
                 failure = Some(e);

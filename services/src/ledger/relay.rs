@@ -40,6 +40,13 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) ->
             Ok(()) => sent.push(event.event_id),
             Err(e) => {
                 crate::bugs::coverage::mark("relay-publish-failed");
+                tracing::warn!(
+                    event_id = %event.event_id,
+                    stream = %event.stream_id,
+                    version = event.version,
+                    error = %e,
+                    "publish failed: the event stays in the outbox"
+                );
                 failure = Some(e);
                 break;
             }

@@ -116,7 +116,14 @@ async fn persist_with_retries<S: OrderStore>(store: &S, orders: &[Order]) -> Res
         match store.persist_batch(orders).await {
             Ok(persisted) => return Ok(persisted),
             Err(e) => {
-                tracing::warn!(orders = orders.len(), attempt, error = %e, "persisting a batch failed");
+                tracing::warn!(
+                    orders = orders.len(),
+                    first_order_id = %orders[0].order_id,
+                    first_key = %orders[0].idempotency_key,
+                    attempt,
+                    error = %e,
+                    "persisting a batch failed"
+                );
                 last = e.to_string();
             }
         }
