@@ -98,7 +98,7 @@ fn setup(e: impl std::fmt::Display) -> RealError {
 /// processes stopped, so their pools hold no connections) pgbench at the same client counts.
 pub async fn ledger(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
     let id = format!("bench{}", real::run_id(0));
-    let d = real::ledger::deploy_local(out, tools, &id).await?;
+    let d = real::ledger::deploy_local(out, tools, &id, false).await?;
     let levels = ledger_levels(&d, seconds).await;
     if let Backend::Local(local) = &d.backend {
         local.shutdown();

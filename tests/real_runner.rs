@@ -116,6 +116,25 @@ fn ledger_mixed_workload_with_processor_and_nats_faults_is_clean() {
     assert_eq!(report["settled"], true);
 }
 
+/// Goal: spec 001 scenario 5, spec 003 test 5 (issue 12): with two command API instances behind
+/// HAProxy, killing or pausing one mid-request costs no acknowledged write, and a client
+/// retrying with its idempotency key never applies twice.
+/// Method: a seed whose schedule kills and pauses both instances; the clients see only the
+/// proxy; the bank model, conservation and one-effect-per-key checks must pass.
+#[test]
+fn api_instances_killed_behind_the_proxy_lose_nothing() {
+    let duration = Duration::from_secs(12);
+    let seed = seed_reaching(RealScenario::ApiKilledBehindProxy, duration, &[("api-1", "kill"), ("api-2", "kill")]);
+    let report = run_clean("api-killed-behind-proxy", seed, "12s", Some("bank"));
+    let faults = faults_of(&report);
+    for role in ["api-1", "api-2"] {
+        assert!(faults.contains(&(role.into(), "kill".into())), "no kill of {role} in {faults:?}");
+    }
+    assert!(report["operations"].as_u64().unwrap() > 100, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 50, "{report}");
+    assert_eq!(report["settled"], true);
+}
+
 #[test]
 fn concurrent_withdrawals_exactly_ten_succeed() {
     let report = run_clean("concurrent-withdrawals", 1, "5s", Some("bank"));

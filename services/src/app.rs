@@ -19,10 +19,13 @@ use crate::ports::ledger::{BusError, EventStore, ReadError};
 
 /// Outbox rows waiting before `/health` calls the outbox degraded.
 pub const OUTBOX_BACKLOG_DEGRADED: u64 = 1000;
-/// Seconds without a projected event, while events wait, before the read model is degraded.
+/// Age of the oldest event not yet projected before the read model is degraded.
 pub const READ_LAG_DEGRADED: Duration = Duration::from_secs(30);
 /// How often a process samples the gauges of `/metrics` (backlog, lag, pools).
 pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the query API's `/health` waits for the read-model lag (it needs the event store,
+/// which reads do not).
+pub const HEALTH_LAG_WAIT: Duration = Duration::from_millis(500);
 
 /// Why the ledger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +68,7 @@ pub struct Ledger {
 pub struct ReadLag {
     /// Events in the store not yet applied.
     pub positions: u64,
-    /// Seconds since the read model applied an event, while events wait (0 when caught up).
+    /// Age of the oldest event not yet applied (0 when caught up).
     pub seconds: i64,
     pub events_applied: i64,
     pub last_global_position: i64,
@@ -100,22 +103,16 @@ impl Ledger {
         Ok(backlog)
     }
 
-    /// The read model's lag, also set on its gauges.
+    /// The read model's lag, also set on its gauges: the events past its checkpoint's
+    /// position, and the age of the oldest of them.
     ///
     /// # Errors
     /// A message when either database fails.
     pub async fn sample_read_lag(&self) -> Result<ReadLag, String> {
         let checkpoint = self.read.checkpoint().await.map_err(|e| e.to_string())?;
-        let events = self.store.event_count().await.map_err(|e| e.to_string())?;
-        let (applied, position, age) =
-            checkpoint.map_or((0, 0, 0), |c| (c.events_applied, c.last_global_position, c.seconds_since_update));
-        let positions = events.saturating_sub(applied.max(0) as u64);
-        let lag = ReadLag {
-            positions,
-            seconds: if positions > 0 { age.max(0) } else { 0 },
-            events_applied: applied,
-            last_global_position: position,
-        };
+        let (applied, position) = checkpoint.map_or((0, 0), |c| (c.events_applied, c.last_global_position));
+        let (positions, seconds) = self.store.lag_after(position).await.map_err(|e| e.to_string())?;
+        let lag = ReadLag { positions, seconds, events_applied: applied, last_global_position: position };
         self.metrics.read_model_lag_positions.set(lag.positions as i64);
         self.metrics.read_model_lag_seconds.set(lag.seconds as f64);
         Ok(lag)
@@ -185,8 +182,12 @@ impl Ledger {
                         .detail("last_global_position", c.last_global_position)
                         .detail("seconds_since_update", c.seconds_since_update),
                 };
-                // The lag needs the event store too; without it reads still work.
-                match ledger.sample_read_lag().await {
+                // The lag needs the event store too; without it reads still work, so it is
+                // asked briefly and its absence only noted.
+                match tokio::time::timeout(HEALTH_LAG_WAIT, ledger.sample_read_lag())
+                    .await
+                    .unwrap_or_else(|_| Err(format!("the event store did not answer within {HEALTH_LAG_WAIT:?}")))
+                {
                     Ok(lag) => {
                         health = health.detail("lag_positions", lag.positions).detail("lag_seconds", lag.seconds);
                         if lag.seconds.max(0) as u64 > READ_LAG_DEGRADED.as_secs() {

@@ -118,6 +118,10 @@ impl Orders {
         let mut observer = None;
         loop {
             self.sample_pool();
+            // `redis_up` from a PING each round, not only from the orders that happen to come.
+            if let Err(e) = self.cache.ping().await {
+                tracing::debug!(error = %e, "Redis did not answer the sampler's PING");
+            }
             if observer.is_none() {
                 observer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP).ok();
             }
@@ -212,7 +216,11 @@ impl Orders {
                 .boxed()
         });
         let router = waiting_room_router(WaitingRoom::default(), self.cache.clone(), health);
-        crate::http::serve(listener, crate::http::with_metrics(router, self.metrics.clone())).await?;
+        let router = crate::http::with_metrics(router, self.metrics.clone());
+        tokio::select! {
+            served = crate::http::serve(listener, router) => served?,
+            () = self.clone().run_sampler() => {}
+        }
         Ok(())
     }
 

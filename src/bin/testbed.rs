@@ -121,7 +121,8 @@ enum Command {
     /// report.json and timeline.html. Exit 0 clean, 1 a violation, 5 setup failed.
     #[cfg(not(madsim))]
     Real {
-        /// ledger-chaos, concurrent-withdrawals, double-spend, flash-sale or worker-crash.
+        /// ledger-chaos, api-killed-behind-proxy, concurrent-withdrawals, double-spend,
+        /// read-model-rebuild, flash-sale or worker-crash.
         #[arg(long, value_parser = real_scenario)]
         scenario: testbed::real::RealScenario,
         /// Seeds the workload and the fault schedule (the same workload as the simulator's).

@@ -41,10 +41,29 @@ pub(crate) struct Deployment {
     pub(crate) prefix: String,
 }
 
+/// HAProxy's configuration in front of the command API instances: round robin, health checks
+/// on `/health`, a request retried elsewhere only when it could not be sent (a request an
+/// instance took and then died on is answered 502 or 504: the client treats it as ambiguous and
+/// retries with its idempotency key).
+fn haproxy_config(port: u16, apis: &[u16]) -> String {
+    let mut config = format!(
+        "global\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
+         timeout server 5s\n  retries 2\n  option redispatch\n  retry-on conn-failure\n\n\
+         frontend ledger_api\n  bind 127.0.0.1:{port}\n  default_backend ledger_apis\n\n\
+         backend ledger_apis\n  balance roundrobin\n  option httpchk GET /health\n  \
+         http-check expect status 200\n  default-server inter 300ms fall 2 rise 2\n"
+    );
+    for (i, api) in apis.iter().enumerate() {
+        config.push_str(&format!("  server api{} 127.0.0.1:{api} check\n", i + 1));
+    }
+    config
+}
+
 pub(crate) async fn deploy_local(
     out: &std::path::Path,
     tools: &super::LocalTools,
     id: &str,
+    proxy: bool,
 ) -> Result<Deployment, RealError> {
     let local = Local::new(&out.join("logs"))?;
     let nats_port = free_port()?;
@@ -77,11 +96,29 @@ pub(crate) async fn deploy_local(
     };
     local.run_once(role("migrate", "migrate", vec![], None)).await?;
     let mut apis = Vec::new();
+    let mut api_ports = Vec::new();
     for i in 0..LOCAL_API_INSTANCES {
         let port = free_port()?;
         let addr = ("LEDGER_API_ADDR".to_string(), format!("127.0.0.1:{port}"));
         local.add(role(&format!("api-{}", i + 1), "api", vec![addr], Some(port))).await?;
         apis.push(format!("http://127.0.0.1:{port}"));
+        api_ports.push(port);
+    }
+    if proxy {
+        // The clients see one address: the proxy's.
+        let port = free_port()?;
+        let config = out.join("haproxy.cfg");
+        std::fs::write(&config, haproxy_config(port, &api_ports)).map_err(|e| RealError::Setup(e.to_string()))?;
+        local
+            .add(Spec {
+                name: "proxy".into(),
+                program: tools.haproxy.clone(),
+                args: vec!["-db".into(), "-f".into(), config.display().to_string()],
+                env: vec![],
+                port: Some(port),
+            })
+            .await?;
+        apis = vec![format!("http://127.0.0.1:{port}")];
     }
     let query_port = free_port()?;
     let addr = ("LEDGER_QUERY_ADDR".to_string(), format!("127.0.0.1:{query_port}"));
@@ -122,14 +159,21 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let started = Instant::now();
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
-        Mode::Local(tools) => match deploy_local(&options.out, tools, &id).await {
-            Ok(deployment) => deployment,
-            Err(e) => {
-                // Whatever the failed start created (its processes die with it).
-                super::drop_databases(&local_databases(tools, &id)).await;
-                return Err(e);
+        Mode::Local(tools) => {
+            match deploy_local(&options.out, tools, &id, options.scenario == RealScenario::ApiKilledBehindProxy).await {
+                Ok(deployment) => deployment,
+                Err(e) => {
+                    // Whatever the failed start created (its processes die with it).
+                    super::drop_databases(&local_databases(tools, &id)).await;
+                    return Err(e);
+                }
             }
-        },
+        }
+        Mode::Compose { .. } if options.scenario == RealScenario::ApiKilledBehindProxy => {
+            return Err(RealError::Setup(
+                "api-killed-behind-proxy runs on local processes only (no load balancer in compose yet)".into(),
+            ));
+        }
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
@@ -159,11 +203,11 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     let mut expectations = Vec::new();
     let mut faults = Vec::new();
     match options.scenario {
-        RealScenario::LedgerChaos | RealScenario::ReadModelRebuild => {
+        RealScenario::LedgerChaos | RealScenario::ApiKilledBehindProxy | RealScenario::ReadModelRebuild => {
             // The simulator's draws, in its order: for ledger-chaos CockroachDB's rates
             // (simulated only), the accounts, the clients; for the rebuild 3 to 5 accounts.
             let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-            let (accounts, clients) = if options.scenario == RealScenario::LedgerChaos {
+            let (accounts, clients) = if options.scenario != RealScenario::ReadModelRebuild {
                 let _ = workload::draw_chaos_rates(&mut rng);
                 workload::chaos_workload(&mut rng)
             } else {

@@ -57,6 +57,7 @@ pub enum RealError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RealScenario {
     LedgerChaos,
+    ApiKilledBehindProxy,
     ConcurrentWithdrawals,
     DoubleSpend,
     ReadModelRebuild,
@@ -65,8 +66,9 @@ pub enum RealScenario {
 }
 
 impl RealScenario {
-    pub const ALL: [RealScenario; 6] = [
+    pub const ALL: [RealScenario; 7] = [
         RealScenario::LedgerChaos,
+        RealScenario::ApiKilledBehindProxy,
         RealScenario::ConcurrentWithdrawals,
         RealScenario::DoubleSpend,
         RealScenario::ReadModelRebuild,
@@ -78,6 +80,7 @@ impl RealScenario {
     pub fn name(self) -> &'static str {
         match self {
             RealScenario::LedgerChaos => "ledger-chaos",
+            RealScenario::ApiKilledBehindProxy => "api-killed-behind-proxy",
             RealScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
             RealScenario::DoubleSpend => "double-spend",
             RealScenario::ReadModelRebuild => "read-model-rebuild",
@@ -90,6 +93,10 @@ impl RealScenario {
         match self {
             RealScenario::LedgerChaos => {
                 "the mixed ledger workload while the processor, the relay and NATS are killed and paused"
+            }
+            RealScenario::ApiKilledBehindProxy => {
+                "the mixed ledger workload through HAProxy in front of two command API instances, each killed and \
+                 paused mid-request"
             }
             RealScenario::ConcurrentWithdrawals => "100 concurrent withdrawals of 10.00 on 100.00: exactly 10 succeed",
             RealScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
@@ -116,8 +123,10 @@ impl RealScenario {
         const SALE: &[FaultTarget] =
             &[kill_or_pause("worker"), kill_or_pause("redis"), FaultTarget { role: "broker", kill: false }];
         const WORKER: &[FaultTarget] = &[kill_or_pause("worker")];
+        const PROXIED: &[FaultTarget] = &[kill_or_pause("api-1"), kill_or_pause("api-2")];
         match self {
             RealScenario::LedgerChaos => LEDGER,
+            RealScenario::ApiKilledBehindProxy => PROXIED,
             RealScenario::ConcurrentWithdrawals | RealScenario::DoubleSpend | RealScenario::ReadModelRebuild => &[],
             RealScenario::FlashSale => SALE,
             RealScenario::WorkerCrash => WORKER,
@@ -153,6 +162,8 @@ pub struct LocalTools {
     pub nats_server: PathBuf,
     pub redis_server: PathBuf,
     pub tansu: PathBuf,
+    /// HAProxy (Debian's package), in front of the command API instances where a scenario asks.
+    pub haproxy: PathBuf,
     /// The local PostgreSQL, where each run creates databases of its own.
     pub postgres: String,
 }
@@ -192,6 +203,7 @@ impl LocalTools {
             nats_server: "nats-server".into(),
             redis_server: "redis-server".into(),
             tansu,
+            haproxy: "haproxy".into(),
             postgres: std::env::var("TESTBED_POSTGRES")
                 .ok()
                 .filter(|u| !u.is_empty())

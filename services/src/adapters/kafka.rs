@@ -49,15 +49,36 @@ pub async fn ensure_topic(brokers: &str) -> Result<(), QueueError> {
         base_config(brokers).create().map_err(|e| QueueError::Unavailable(e.to_string()))?;
     let topic = NewTopic::new(ORDERS_TOPIC, ORDERS_PARTITIONS, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)).request_timeout(Some(REQUEST_TIMEOUT));
-    let results = admin.create_topics([&topic], &options).await.map_err(|e| QueueError::Unavailable(e.to_string()))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(QueueError::Unavailable(format!("create topic {topic}: {code}"))),
+    // A broker that has just started may accept connections before it answers admin requests.
+    let mut last = String::new();
+    for attempt in 1..=TOPIC_CREATE_ATTEMPTS {
+        let outcome = match admin.create_topics([&topic], &options).await {
+            Ok(results) => results
+                .into_iter()
+                .find_map(|result| match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                    Err((topic, code)) => Some(format!("create topic {topic}: {code}")),
+                })
+                .map_or(Ok(()), Err),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "creating the orders topic failed");
+                last = e;
+            }
+        }
+        if attempt < TOPIC_CREATE_ATTEMPTS {
+            tokio::time::sleep(TOPIC_CREATE_PAUSE).await;
         }
     }
-    Ok(())
+    Err(QueueError::Unavailable(last))
 }
+
+/// Attempts at creating the orders topic, and the pause between two.
+pub const TOPIC_CREATE_ATTEMPTS: u32 = 5;
+pub const TOPIC_CREATE_PAUSE: Duration = Duration::from_millis(500);
 
 /// The idempotent producer.
 #[derive(Clone)]

@@ -227,16 +227,21 @@ impl PgEventStore {
         &self.pool
     }
 
-    /// Events in the store (the read model's lag is this minus the events it applied).
+    /// Events past `position`, and the age in seconds of the oldest of them (0 when none): the
+    /// read model's lag behind its checkpoint. Uses the unique index on the global position.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database is down.
-    pub async fn event_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| store_error(e, Phase::Before, ""))?;
-        Ok(count as u64)
+    pub async fn lag_after(&self, position: i64) -> Result<(u64, i64), StoreError> {
+        let (count, age): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), CAST(COALESCE(EXTRACT(EPOCH FROM (now() - min(recorded_at))), 0) AS BIGINT) \
+             FROM events WHERE global_position > $1",
+        )
+        .bind(position)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| store_error(e, Phase::Before, ""))?;
+        Ok((count.max(0) as u64, age.max(0)))
     }
 
     /// Writes an event with a given type and version as a legacy writer would, with its outbox

@@ -52,6 +52,10 @@ async fn track(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    // Scrapes are not the service's traffic: they would dilute the error rate.
+    if route == "/metrics" {
+        return next.run(request).await;
+    }
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     metrics.observe_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());

@@ -187,6 +187,17 @@ impl Attempts {
                 self.ambiguous = true;
                 None
             }
+            // A proxy's answers when the instance took the request and then died (502) or did
+            // not answer in time (504): a write may have been applied. Try again with the key.
+            502 | 504 if !self.read => {
+                self.ambiguous = true;
+                self.last_error = if status == 502 { "bad_gateway".into() } else { "gateway_timeout".into() };
+                None
+            }
+            502 => {
+                self.last_error = "bad_gateway".into();
+                None
+            }
             // Definitely not applied, this time: try again (another api node).
             503 | 504 => {
                 self.last_error = error;

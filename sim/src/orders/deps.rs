@@ -392,6 +392,7 @@ pub async fn serve_kafka(state: Arc<Mutex<KafkaState>>) {
                             let c = s.log.committed.entry(p).or_insert(0);
                             *c = (*c).max(next);
                         } else {
+                            trace::gauge("committed", s.log.committed.values().sum());
                             return Err(QueueError::Unavailable("commit refused: partition reassigned".into()));
                         }
                     }
