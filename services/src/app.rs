@@ -121,8 +121,8 @@ impl Ledger {
     /// Sets both pools' gauges.
     fn sample_pools(&self) {
         for (name, pool) in [("event_store", self.store.pool()), ("read_model", self.read.pool())] {
-            let in_use = pool.size().saturating_sub(pool.num_idle() as u32);
-            self.metrics.pool(name, in_use, pool.options().get_max_connections());
+            let (in_use, max) = pg::pool_usage(pool);
+            self.metrics.pool(name, in_use, max);
         }
     }
 

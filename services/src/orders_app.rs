@@ -88,9 +88,8 @@ impl Orders {
     }
 
     fn sample_pool(&self) {
-        let pool = self.store.pool();
-        let in_use = pool.size().saturating_sub(pool.num_idle() as u32);
-        self.metrics.pool("orders", in_use, pool.options().get_max_connections());
+        let (in_use, max) = pg::pool_usage(self.store.pool());
+        self.metrics.pool("orders", in_use, max);
     }
 
     /// Redis's stock minus PostgreSQL's, per product, set on `orders_stock_drift` (negative by
@@ -111,10 +110,11 @@ impl Orders {
         Ok(())
     }
 
-    /// Samples the gauges every [`METRICS_SAMPLE_INTERVAL`], forever: the pool, the consumer
-    /// lag and the stock drift (a failed sample keeps the last value). The API samples them
-    /// too: a stopped worker serves no `/metrics`, and its lag is what must show.
-    pub async fn run_sampler(self) {
+    /// Samples the gauges every [`METRICS_SAMPLE_INTERVAL`], forever: the pool and `redis_up`,
+    /// and with `queue` the consumer lag and the stock drift (a failed sample keeps the last
+    /// value). The API samples the queue too: a stopped worker serves no `/metrics`, and its
+    /// lag is what must show.
+    pub async fn run_sampler(self, queue: bool) {
         let mut observer = None;
         loop {
             self.sample_pool();
@@ -122,21 +122,28 @@ impl Orders {
             if let Err(e) = self.cache.ping().await {
                 tracing::debug!(error = %e, "Redis did not answer the sampler's PING");
             }
-            if observer.is_none() {
-                observer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP).ok();
-            }
-            if let Some(consumer) = &observer {
-                match consumer.lag().await {
-                    Ok(lag) => {
-                        self.metrics.kafka_consumer_lag.set(lag as i64);
-                    }
-                    Err(e) => tracing::debug!(error = %e, "consumer lag not sampled"),
-                }
-            }
-            if let Err(e) = self.sample_stock_drift().await {
-                tracing::debug!(error = %e, "stock drift not sampled");
+            if queue {
+                self.sample_queue(&mut observer).await;
             }
             tokio::time::sleep(METRICS_SAMPLE_INTERVAL).await;
+        }
+    }
+
+    /// The consumer lag (through `observer`, made on first use) and the stock drift.
+    async fn sample_queue(&self, observer: &mut Option<KafkaOrderConsumer>) {
+        if observer.is_none() {
+            *observer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP).ok();
+        }
+        if let Some(consumer) = observer.as_ref() {
+            match consumer.lag().await {
+                Ok(lag) => {
+                    self.metrics.kafka_consumer_lag.set(lag as i64);
+                }
+                Err(e) => tracing::debug!(error = %e, "consumer lag not sampled"),
+            }
+        }
+        if let Err(e) = self.sample_stock_drift().await {
+            tracing::debug!(error = %e, "stock drift not sampled");
         }
     }
 
@@ -190,7 +197,7 @@ impl Orders {
         let router = crate::http::with_metrics(router, self.metrics.clone());
         tokio::select! {
             served = crate::http::serve(listener, router) => served?,
-            () = self.clone().run_sampler() => {}
+            () = self.clone().run_sampler(true) => {}
         }
         Ok(())
     }
@@ -219,7 +226,7 @@ impl Orders {
         let router = crate::http::with_metrics(router, self.metrics.clone());
         tokio::select! {
             served = crate::http::serve(listener, router) => served?,
-            () = self.clone().run_sampler() => {}
+            () = self.clone().run_sampler(false) => {}
         }
         Ok(())
     }
@@ -227,7 +234,7 @@ impl Orders {
     /// Runs the inventory worker forever: rounds of poll, persist, commit; after a failed round
     /// it leaves the group and rejoins from the last committed offset.
     pub async fn run_worker(self) {
-        tokio::join!(self.clone().work_forever(), self.clone().run_sampler());
+        tokio::join!(self.clone().work_forever(), self.clone().run_sampler(true));
     }
 
     async fn work_forever(self) {

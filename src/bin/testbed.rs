@@ -592,31 +592,14 @@ fn timeline(
             return EXIT_USAGE;
         }
     };
-    let bands: Vec<testbed::sim::timeline::Band> = match faults.map(std::fs::read_to_string).transpose() {
-        Ok(text) => match text.map(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t)).transpose() {
-            Ok(list) => list.unwrap_or_default().iter().map(band_of).collect(),
-            Err(e) => {
-                eprintln!("error: faults file: {e}");
-                return EXIT_USAGE;
-            }
-        },
-        Err(e) => {
-            eprintln!("error: faults file: {e}");
-            return EXIT_USAGE;
-        }
+    let faults: Vec<serde_json::Value> = match read_json_file(faults, "faults") {
+        Ok(faults) => faults,
+        Err(code) => return code,
     };
-    let series: Vec<testbed::sim::metrics::Series> = match metrics.map(std::fs::read_to_string).transpose() {
-        Ok(text) => match text.map(|t| serde_json::from_str(&t)).transpose() {
-            Ok(series) => series.unwrap_or_default(),
-            Err(e) => {
-                eprintln!("error: metrics file: {e}");
-                return EXIT_USAGE;
-            }
-        },
-        Err(e) => {
-            eprintln!("error: metrics file: {e}");
-            return EXIT_USAGE;
-        }
+    let bands: Vec<testbed::sim::timeline::Band> = faults.iter().map(band_of).collect();
+    let series: Vec<testbed::sim::metrics::Series> = match read_json_file(metrics, "metrics") {
+        Ok(series) => series,
+        Err(code) => return code,
     };
     let highlight = testbed::sim::timeline::witness_ops(&events);
     let page = testbed::sim::timeline::render_with_metrics(
@@ -642,6 +625,28 @@ fn timeline(
             EXIT_USAGE
         }
     }
+}
+
+/// The JSON of an optional file (default when absent); a usage error names the file when it
+/// cannot be read or parsed.
+fn read_json_file<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+    what: &str,
+) -> Result<T, u8> {
+    let Some(path) = path else { return Ok(T::default()) };
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            eprintln!("error: {what} file {}: {e}", path.display());
+            EXIT_USAGE
+        })
+}
+
+/// `coverage: mark=n ...`, or `coverage: none`.
+fn coverage_line(marks: &std::collections::BTreeMap<String, u64>) -> String {
+    let reached: Vec<String> = marks.iter().map(|(m, n)| format!("{m}={n}")).collect();
+    format!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") })
 }
 
 /// A fault record (as `repro` writes them) as a band.
@@ -694,8 +699,7 @@ fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::P
         println!("  reproduce: {}", failure.reproduce);
         println!("  token: {}", failure.token);
     }
-    let reached: Vec<String> = merged.coverage.iter().map(|(m, n)| format!("{m}={n}")).collect();
-    println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
+    println!("{}", coverage_line(&merged.coverage));
     println!(
         "{:.1} seeds/s over the shards side by side ({:.1} s for the longest shard, {:.1} s in all); trace digest {}",
         merged.seeds_per_second, merged.seconds, merged.shard_seconds, merged.trace_digest
@@ -918,8 +922,7 @@ mod sim {
             return EXIT_USAGE;
         }
         if !options.json {
-            let reached: Vec<String> = summary.coverage.iter().map(|(m, n)| format!("{m}={n}")).collect();
-            println!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
+            println!("{}", super::coverage_line(&summary.coverage));
             println!("{total} seeds in {secs:.1}s ({rate:.1} seeds/s)");
         }
         println!("{total} seeds, {} failures", failures.len());

@@ -59,6 +59,11 @@ pub fn lazy_pool(url: &str, connections_max: u32) -> Result<PgPool, SetupError> 
 ///
 /// # Errors
 /// [`SetupError`] when the server is unreachable or the name is not a plain identifier.
+/// A pool's connections in use and its maximum (the `db_pool_connections_*` gauges).
+pub fn pool_usage(pool: &PgPool) -> (u32, u32) {
+    (pool.size().saturating_sub(pool.num_idle() as u32), pool.options().get_max_connections())
+}
+
 pub async fn ensure_database(url: &str) -> Result<(), SetupError> {
     let (name, mut conn) = admin_connection(url).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
