@@ -98,7 +98,7 @@ fn setup(e: impl std::fmt::Display) -> RealError {
 /// processes stopped, so their pools hold no connections) pgbench at the same client counts.
 pub async fn ledger(tools: &LocalTools, seconds: u64, out: &Path) -> Result<String, RealError> {
     let id = format!("bench{}", real::run_id(0));
-    let d = real::ledger::deploy_local(out, tools, &id, false).await?;
+    let d = real::ledger::deploy_local(out, tools, &id, real::Extras::default()).await?;
     let levels = ledger_levels(&d, seconds).await;
     if let Backend::Local(local) = &d.backend {
         local.shutdown();
@@ -294,7 +294,7 @@ pub async fn orders(tools: &LocalTools, seconds: u64, out: &Path) -> Result<Stri
     for fsync in REDIS_FSYNC_POLICIES {
         let id = format!("bench{}", real::run_id(0));
         let limits = real::orders::Limits { rate_limit: 1_000_000, in_flight_max: 1_000_000, redis_appendfsync: fsync };
-        let d = real::orders::deploy_local(&out.join(fsync), tools, &id, limits).await?;
+        let d = real::orders::deploy_local(&out.join(fsync), tools, &id, limits, real::Extras::default()).await?;
         let result = order_levels(&d, seconds, fsync, &wrk).await;
         if let Backend::Local(local) = &d.backend {
             local.shutdown();

@@ -107,6 +107,7 @@ scenario_tests! {
     sweep_concurrent_withdrawals, determinism_concurrent_withdrawals => Scenario::Ledger(LedgerScenario::ConcurrentWithdrawals);
     sweep_double_spend, determinism_double_spend => Scenario::Ledger(LedgerScenario::DoubleSpend);
     sweep_schema_evolution, determinism_schema_evolution => Scenario::Ledger(LedgerScenario::SchemaEvolution);
+    sweep_api_killed_mid_request, determinism_api_killed_mid_request => Scenario::Ledger(LedgerScenario::ApiKilledMidRequest);
     sweep_flash_sale, determinism_flash_sale => Scenario::Orders(OrdersScenario::FlashSale);
     sweep_worker_crash, determinism_worker_crash => Scenario::Orders(OrdersScenario::WorkerCrash);
     sweep_redis_latency_0, determinism_redis_latency_0 => Scenario::Orders(OrdersScenario::RedisLatency(0));

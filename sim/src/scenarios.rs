@@ -57,6 +57,7 @@ impl Scenario {
             Scenario::Ledger(L::ProcessorCrash) => &["redelivery", "duplicate-delivery-deduped"],
             Scenario::Ledger(L::NatsDown) => &["relay-publish-failed"],
             Scenario::Ledger(L::ConcurrentWithdrawals) => &["conflict-retried"],
+            Scenario::Ledger(L::ApiKilledMidRequest) => &["idempotent-replay"],
             Scenario::Orders(O::FlashSale) => &[
                 "compensation-after-failed-produce",
                 "claimed-after-failed-produce",

@@ -27,6 +27,9 @@ pub const EXIT_NONDETERMINISM: u8 = 4;
 /// Exit code: a real run could not be set up (a dependency missing, a service that would not
 /// start).
 pub const EXIT_SETUP: u8 = 5;
+/// Exit code: a real run this machine cannot carry out (network namespaces not allowed): it was
+/// skipped, and nothing was checked.
+pub const EXIT_SKIPPED: u8 = 6;
 
 #[derive(Parser)]
 #[command(
@@ -122,7 +125,8 @@ enum Command {
     #[cfg(not(madsim))]
     Real {
         /// ledger-chaos, api-killed-behind-proxy, concurrent-withdrawals, double-spend,
-        /// read-model-rebuild, flash-sale or worker-crash.
+        /// read-model-rebuild, flash-sale, worker-crash, orders-api-killed-behind-proxy or
+        /// redis-latency.
         #[arg(long, value_parser = real_scenario)]
         scenario: testbed::real::RealScenario,
         /// Seeds the workload and the fault schedule (the same workload as the simulator's).
@@ -333,6 +337,10 @@ fn real_cmd(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let report = match runtime.block_on(testbed::real::run(&options)) {
         Ok(report) => report,
+        Err(testbed::real::RealError::Skipped(why)) => {
+            eprintln!("SKIPPED {}: {why}", scenario.name());
+            return EXIT_SKIPPED;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             eprintln!("logs: {}", out.join("logs").display());
@@ -360,6 +368,9 @@ fn real_cmd(
     );
     for fault in &report.faults {
         println!("  fault at {:>6} ms: {} {}", fault.at_ms, fault.action, fault.role);
+    }
+    if !report.latency.is_empty() {
+        println!("\n{}", testbed::real::orders::latency_markdown(&report.latency));
     }
     for v in &report.violations {
         println!("VIOLATION {}: {}", v.invariant, v.message);

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use services::adapters::pg::{self, PgEventStore, PgReadModel};
@@ -13,10 +13,13 @@ use sim::history::{EventKind, History};
 use sim::ledger::invariants::{self, OpRecord, Violation};
 use sim::ledger::workload::{self, Client, Op, WorkloadConfig};
 
+use super::netns::Netns;
 use super::procs::{Backend, Compose, Local, Spec, free_port};
+use super::toxics::{self, ToxicProxy};
 use super::transport::{Http, LedgerTransport};
 use super::{
-    CLIENTS_GRACE_MAX, Clock, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX, SETTLE_POLL,
+    CLIENTS_GRACE_MAX, Clock, Extras, FaultLog, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX,
+    SETTLE_POLL,
 };
 
 /// Command API instances of a local deployment (clients fail over between them).
@@ -39,31 +42,21 @@ pub(crate) struct Deployment {
     pub(crate) databases: Vec<String>,
     /// Put before account ids and keys against a deployment that outlives runs.
     pub(crate) prefix: String,
+    /// The network namespace of the partitioned roles, and the proxies its roles reach
+    /// PostgreSQL and NATS through (`ledger-partition`). Dropped after the processes.
+    pub(crate) partition: Option<(Netns, Vec<ToxicProxy>)>,
 }
 
-/// HAProxy's configuration in front of the command API instances: round robin, health checks
-/// on `/health`, a request retried elsewhere only when it could not be sent (a request an
-/// instance took and then died on is answered 502 or 504: the client treats it as ambiguous and
-/// retries with its idempotency key).
-fn haproxy_config(port: u16, apis: &[u16]) -> String {
-    let mut config = format!(
-        "global\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
-         timeout server 5s\n  retries 2\n  option redispatch\n  retry-on conn-failure\n\n\
-         frontend ledger_api\n  bind 127.0.0.1:{port}\n  default_backend ledger_apis\n\n\
-         backend ledger_apis\n  balance roundrobin\n  option httpchk GET /health\n  \
-         http-check expect status 200\n  default-server inter 300ms fall 2 rise 2\n"
-    );
-    for (i, api) in apis.iter().enumerate() {
-        config.push_str(&format!("  server api{} 127.0.0.1:{api} check\n", i + 1));
-    }
-    config
-}
+/// The roles `ledger-partition` runs in its network namespace.
+pub const PARTITIONED_ROLES: [&str; 3] = ["api-1", "relay", "processor"];
+/// Partitions of a `ledger-partition` run, one after the other.
+pub const PARTITIONS: usize = 2;
 
 pub(crate) async fn deploy_local(
     out: &std::path::Path,
     tools: &super::LocalTools,
     id: &str,
-    proxy: bool,
+    extras: Extras,
 ) -> Result<Deployment, RealError> {
     let local = Local::new(&out.join("logs"))?;
     let nats_port = free_port()?;
@@ -81,6 +74,7 @@ pub(crate) async fn deploy_local(
                 .collect(),
             env: vec![],
             port: Some(nats_port),
+            host: None,
         })
         .await?;
     let [events_url, read_url] = local_databases(tools, id);
@@ -95,36 +89,55 @@ pub(crate) async fn deploy_local(
         Spec::role(&tools.ledger, &env, name, role, own, port)
     };
     local.run_once(role("migrate", "migrate", vec![], None)).await?;
+    // The partitioned roles reach PostgreSQL and NATS over the namespace's veth pair, through
+    // proxies on the host's end of it.
+    let partition = if extras.partition {
+        let netns = Netns::create(std::process::id())?;
+        let host = netns.host_ip.to_string();
+        let postgres = ToxicProxy::start_on(&host, "postgres", &toxics::host_port(&events_url)?).await?;
+        let nats = ToxicProxy::start_on(&host, "nats", &format!("127.0.0.1:{nats_port}")).await?;
+        let ns_env: Vec<(String, String)> = vec![
+            ("LEDGER_DATABASE_URL".into(), toxics::through(&events_url, &postgres.addr())?),
+            ("READ_DATABASE_URL".into(), toxics::through(&read_url, &postgres.addr())?),
+            ("NATS_URL".into(), format!("nats://{}", nats.addr())),
+        ];
+        Some((netns, vec![postgres, nats], ns_env))
+    } else {
+        None
+    };
+    let in_partition = |name: &str, spec: Spec| -> Spec {
+        match &partition {
+            Some((netns, _, ns_env)) if PARTITIONED_ROLES.contains(&name) => {
+                let mut spec = netns.wrap(spec);
+                spec.env.extend(ns_env.iter().cloned());
+                spec
+            }
+            _ => spec,
+        }
+    };
     let mut apis = Vec::new();
     let mut api_ports = Vec::new();
     for i in 0..LOCAL_API_INSTANCES {
         let port = free_port()?;
-        let addr = ("LEDGER_API_ADDR".to_string(), format!("127.0.0.1:{port}"));
-        local.add(role(&format!("api-{}", i + 1), "api", vec![addr], Some(port))).await?;
-        apis.push(format!("http://127.0.0.1:{port}"));
+        let name = format!("api-{}", i + 1);
+        let host = match &partition {
+            Some((netns, _, _)) if PARTITIONED_ROLES.contains(&name.as_str()) => netns.ns_ip.to_string(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let addr = ("LEDGER_API_ADDR".to_string(), format!("{host}:{port}"));
+        local.add(in_partition(&name, role(&name, "api", vec![addr], Some(port)))).await?;
+        apis.push(format!("http://{host}:{port}"));
         api_ports.push(port);
     }
-    if proxy {
+    if extras.proxy {
         // The clients see one address: the proxy's.
-        let port = free_port()?;
-        let config = out.join("haproxy.cfg");
-        std::fs::write(&config, haproxy_config(port, &api_ports)).map_err(|e| RealError::Setup(e.to_string()))?;
-        local
-            .add(Spec {
-                name: "proxy".into(),
-                program: tools.haproxy.clone(),
-                args: vec!["-db".into(), "-f".into(), config.display().to_string()],
-                env: vec![],
-                port: Some(port),
-            })
-            .await?;
-        apis = vec![format!("http://127.0.0.1:{port}")];
+        apis = vec![local.add_proxy(&tools.haproxy, "proxy", "ledger_apis", &api_ports).await?];
     }
     let query_port = free_port()?;
     let addr = ("LEDGER_QUERY_ADDR".to_string(), format!("127.0.0.1:{query_port}"));
     local.add(role("query", "query", vec![addr], Some(query_port))).await?;
-    local.add(role("relay", "relay", vec![], None)).await?;
-    local.add(role("processor", "processor", vec![], None)).await?;
+    local.add(in_partition("relay", role("relay", "relay", vec![], None))).await?;
+    local.add(in_partition("processor", role("processor", "processor", vec![], None))).await?;
     Ok(Deployment {
         apis,
         query: format!("http://127.0.0.1:{query_port}"),
@@ -133,6 +146,7 @@ pub(crate) async fn deploy_local(
         backend: Backend::Local(local),
         databases: vec![events_url, read_url],
         prefix: String::new(),
+        partition: partition.map(|(netns, proxies, _)| (netns, proxies)),
     })
 }
 
@@ -146,6 +160,7 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
         backend: Backend::Compose(Compose::new(file)),
         databases: vec![],
         prefix: format!("{id}-"),
+        partition: None,
     }
 }
 
@@ -160,7 +175,7 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
     let id = super::run_id(options.seed);
     let deployment = match &options.mode {
         Mode::Local(tools) => {
-            match deploy_local(&options.out, tools, &id, options.scenario == RealScenario::ApiKilledBehindProxy).await {
+            match deploy_local(&options.out, tools, &id, options.scenario.extras()).await {
                 Ok(deployment) => deployment,
                 Err(e) => {
                     // Whatever the failed start created (its processes die with it).
@@ -169,9 +184,9 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
                 }
             }
         }
-        Mode::Compose { .. } if options.scenario == RealScenario::ApiKilledBehindProxy => {
+        Mode::Compose { .. } if options.scenario == RealScenario::LedgerPartition => {
             return Err(RealError::Setup(
-                "api-killed-behind-proxy runs on local processes only (no load balancer in compose yet)".into(),
+                "ledger-partition runs on local processes only: it makes its own network namespace".into(),
             ));
         }
         Mode::Compose { file } => deploy_compose(file, &id),
@@ -203,7 +218,10 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     let mut expectations = Vec::new();
     let mut faults = Vec::new();
     match options.scenario {
-        RealScenario::LedgerChaos | RealScenario::ApiKilledBehindProxy | RealScenario::ReadModelRebuild => {
+        RealScenario::LedgerChaos
+        | RealScenario::ApiKilledBehindProxy
+        | RealScenario::LedgerPartition
+        | RealScenario::ReadModelRebuild => {
             // The simulator's draws, in its order: for ledger-chaos CockroachDB's rates
             // (simulated only), the accounts, the clients; for the rebuild 3 to 5 accounts.
             let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
@@ -229,8 +247,13 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
                 let (mut c, config, seed) = (client(index, clients), config.clone(), options.seed);
                 tasks.spawn(async move { c.run_mixed(seed, &config, |_| Instant::now() < deadline).await });
             }
-            let steps = super::draw_faults(options.seed, options.scenario.fault_roles(), options.duration);
-            faults = super::run_faults(&d.backend, &steps, clock).await?;
+            faults = match &d.partition {
+                Some((netns, _)) => partitions(netns, options.seed, options.duration, clock).await?,
+                None => {
+                    let steps = super::draw_faults(options.seed, options.scenario.fault_roles(), options.duration);
+                    super::run_faults(&d.backend, &steps, clock).await?
+                }
+            };
             join(&mut tasks, options.duration, &mut expectations).await;
             if options.scenario == RealScenario::ReadModelRebuild {
                 corrupt_and_rebuild(d, &config.accounts, &mut expectations).await?;
@@ -268,6 +291,11 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         other => return Err(RealError::Setup(format!("{} is not a ledger scenario", other.name()))),
     }
     d.backend.heal(options.scenario.fault_roles()).await?;
+    if let Some((netns, _)) = &d.partition
+        && netns.is_cut()
+    {
+        netns.heal()?;
+    }
     let store = PgEventStore::new(pool(&d.events_url)?);
     let read = PgReadModel::new(pool(&d.read_url)?);
     let settled = settle(&store, &read, &d.prefix).await;
@@ -291,6 +319,31 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     report.violations = violations;
     report.settled = settled;
     Ok(report)
+}
+
+/// `ledger-partition`'s faults: [`PARTITIONS`] cuts of the namespace at seeded times in the
+/// first 80% of the run, each held 1.5 to 3 s, then healed.
+async fn partitions(netns: &Netns, seed: u64, duration: Duration, clock: Clock) -> Result<Vec<FaultLog>, RealError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9A27);
+    let slot = duration.mul_f64(0.8) / PARTITIONS as u32;
+    let role = format!("netns {}: {}", netns.name, PARTITIONED_ROLES.join(", "));
+    let mut log = Vec::new();
+    for n in 0..PARTITIONS {
+        let hold = Duration::from_millis(rng.gen_range(1500..=3000)).min(slot / 2);
+        let start = slot * n as u32 + Duration::from_millis(rng.gen_range(0..=(slot - hold).as_millis() as u64));
+        let now = Duration::from_nanos(clock.nanos());
+        if start > now {
+            tokio::time::sleep(start - now).await;
+        }
+        netns.cut()?;
+        log.push(FaultLog { at_ms: clock.millis(), action: "partition".into(), role: role.clone() });
+        tracing::info!(netns = %netns.name, "partitioned");
+        tokio::time::sleep(hold).await;
+        netns.heal()?;
+        log.push(FaultLog { at_ms: clock.millis(), action: "heal".into(), role: role.clone() });
+        tracing::info!(netns = %netns.name, "healed");
+    }
+    Ok(log)
 }
 
 /// Settles, corrupts two views by hand, requires the convergence check to see it, then

@@ -11,8 +11,10 @@
 //! real); the seed fixes the workload and the fault schedule, not the interleaving.
 
 pub mod ledger;
+pub mod netns;
 pub mod orders;
 pub mod procs;
+pub mod toxics;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +29,8 @@ use sim::ledger::invariants::{OpRecord, Violation};
 use procs::{Action, Backend};
 
 /// Every role a fault can reach.
-pub const FAULT_ROLES: [&str; 6] = ["nats", "relay", "processor", "redis", "broker", "worker"];
+pub const FAULT_ROLES: [&str; 10] =
+    ["nats", "relay", "processor", "redis", "broker", "worker", "api-1", "api-2", "orders-api-1", "orders-api-2"];
 /// The shortest gap between two faults of a schedule.
 pub const FAULT_GAP_MIN: Duration = Duration::from_millis(500);
 /// The longest gap between two faults of a schedule.
@@ -51,6 +54,10 @@ pub enum RealError {
     Setup(String),
     #[error("{0}")]
     Store(String),
+    /// The machine cannot run this scenario (network namespaces not allowed): nothing was
+    /// checked, and the run says so.
+    #[error("skipped: {0}")]
+    Skipped(String),
 }
 
 /// A scenario of the real runner.
@@ -58,22 +65,28 @@ pub enum RealError {
 pub enum RealScenario {
     LedgerChaos,
     ApiKilledBehindProxy,
+    LedgerPartition,
     ConcurrentWithdrawals,
     DoubleSpend,
     ReadModelRebuild,
     FlashSale,
     WorkerCrash,
+    OrdersApiKilledBehindProxy,
+    RedisLatency,
 }
 
 impl RealScenario {
-    pub const ALL: [RealScenario; 7] = [
+    pub const ALL: [RealScenario; 10] = [
         RealScenario::LedgerChaos,
         RealScenario::ApiKilledBehindProxy,
+        RealScenario::LedgerPartition,
         RealScenario::ConcurrentWithdrawals,
         RealScenario::DoubleSpend,
         RealScenario::ReadModelRebuild,
         RealScenario::FlashSale,
         RealScenario::WorkerCrash,
+        RealScenario::OrdersApiKilledBehindProxy,
+        RealScenario::RedisLatency,
     ];
 
     /// The simulator's scenario of the same name draws the same workload from a seed.
@@ -81,11 +94,14 @@ impl RealScenario {
         match self {
             RealScenario::LedgerChaos => "ledger-chaos",
             RealScenario::ApiKilledBehindProxy => "api-killed-behind-proxy",
+            RealScenario::LedgerPartition => "ledger-partition",
             RealScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
             RealScenario::DoubleSpend => "double-spend",
             RealScenario::ReadModelRebuild => "read-model-rebuild",
             RealScenario::FlashSale => "flash-sale",
             RealScenario::WorkerCrash => "worker-crash",
+            RealScenario::OrdersApiKilledBehindProxy => "orders-api-killed-behind-proxy",
+            RealScenario::RedisLatency => "redis-latency",
         }
     }
 
@@ -98,6 +114,10 @@ impl RealScenario {
                 "the mixed ledger workload through HAProxy in front of two command API instances, each killed and \
                  paused mid-request"
             }
+            RealScenario::LedgerPartition => {
+                "the mixed ledger workload while a network namespace holding a command API instance, the relay and \
+                 the processor is cut off (from PostgreSQL, NATS and the clients) and healed, twice"
+            }
             RealScenario::ConcurrentWithdrawals => "100 concurrent withdrawals of 10.00 on 100.00: exactly 10 succeed",
             RealScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
             RealScenario::ReadModelRebuild => {
@@ -105,6 +125,13 @@ impl RealScenario {
             }
             RealScenario::FlashSale => "a flash sale while the worker and Redis are killed and paused",
             RealScenario::WorkerCrash => "the worker is killed three times mid-sale: nothing lost, nothing doubled",
+            RealScenario::OrdersApiKilledBehindProxy => {
+                "a flash sale through HAProxy in front of two order API instances, each killed and paused mid-request"
+            }
+            RealScenario::RedisLatency => {
+                "spec 003 test 2: 0, 50, 100 and 500 ms added to Redis's answers by a Toxiproxy-compatible proxy, a \
+                 sale at each; the API's p50, p99 and errors per level"
+            }
         }
     }
 
@@ -124,18 +151,51 @@ impl RealScenario {
             &[kill_or_pause("worker"), kill_or_pause("redis"), FaultTarget { role: "broker", kill: false }];
         const WORKER: &[FaultTarget] = &[kill_or_pause("worker")];
         const PROXIED: &[FaultTarget] = &[kill_or_pause("api-1"), kill_or_pause("api-2")];
+        const ORDERS_PROXIED: &[FaultTarget] = &[kill_or_pause("orders-api-1"), kill_or_pause("orders-api-2")];
         match self {
             RealScenario::LedgerChaos => LEDGER,
             RealScenario::ApiKilledBehindProxy => PROXIED,
-            RealScenario::ConcurrentWithdrawals | RealScenario::DoubleSpend | RealScenario::ReadModelRebuild => &[],
+            RealScenario::ConcurrentWithdrawals
+            | RealScenario::DoubleSpend
+            | RealScenario::ReadModelRebuild
+            | RealScenario::LedgerPartition => &[],
             RealScenario::FlashSale => SALE,
             RealScenario::WorkerCrash => WORKER,
+            RealScenario::OrdersApiKilledBehindProxy => ORDERS_PROXIED,
+            RealScenario::RedisLatency => &[],
         }
     }
 
     fn is_ledger(self) -> bool {
-        !matches!(self, RealScenario::FlashSale | RealScenario::WorkerCrash)
+        !matches!(
+            self,
+            RealScenario::FlashSale
+                | RealScenario::WorkerCrash
+                | RealScenario::OrdersApiKilledBehindProxy
+                | RealScenario::RedisLatency
+        )
     }
+
+    /// What its local deployment needs besides the services.
+    pub fn extras(self) -> Extras {
+        Extras {
+            proxy: matches!(self, RealScenario::ApiKilledBehindProxy | RealScenario::OrdersApiKilledBehindProxy),
+            toxics: self == RealScenario::RedisLatency,
+            partition: self == RealScenario::LedgerPartition,
+        }
+    }
+}
+
+/// What a local deployment puts in front of the services and between them and their
+/// dependencies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// HAProxy in front of the API instances: clients see one address.
+    pub proxy: bool,
+    /// Latency proxies between the services and their dependencies.
+    pub toxics: bool,
+    /// Some roles in a network namespace, reaching their dependencies over a veth pair.
+    pub partition: bool,
 }
 
 /// A role faults may reach, and whether they may kill it (else only pause it).
@@ -252,6 +312,9 @@ pub struct RealReport {
     pub violations: Vec<Violation>,
     pub settled: bool,
     pub wall_seconds: f64,
+    /// Spec 003's latency table (`redis-latency`): one row per latency level.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<orders::LatencyRow>,
     #[serde(skip)]
     pub history: Vec<HistoryEvent>,
 }
@@ -279,6 +342,7 @@ impl RealReport {
             violations: Vec::new(),
             settled: false,
             wall_seconds: started.elapsed().as_secs_f64(),
+            latency: Vec::new(),
             history,
         }
     }
@@ -368,6 +432,7 @@ pub fn fault_bands(faults: &[FaultLog]) -> Vec<sim::timeline::Band> {
         let undo = match fault.action.as_str() {
             "kill" => "start",
             "pause" => "resume",
+            "partition" => "heal",
             _ => continue,
         };
         let end =

@@ -51,6 +51,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// The port it listens on, waited for after each start.
     pub port: Option<u16>,
+    /// The address it listens on, where not 127.0.0.1 (a role in a network namespace).
+    pub host: Option<String>,
 }
 
 impl Spec {
@@ -71,6 +73,7 @@ impl Spec {
             args: vec!["--json".into(), role.into()],
             env: env.iter().cloned().chain(own).collect(),
             port,
+            host: None,
         }
     }
 }
@@ -136,7 +139,7 @@ impl Local {
     }
 
     pub async fn act(&self, action: Action, name: &str) -> Result<(), RealError> {
-        let port = {
+        let listen = {
             let mut procs = self.procs.lock().expect("not poisoned");
             let proc = procs.get_mut(name).ok_or_else(|| RealError::Setup(format!("no process named {name}")))?;
             match action {
@@ -157,7 +160,7 @@ impl Local {
                         .spawn()
                         .map_err(|e| RealError::Setup(format!("{} cannot start: {e}", proc.spec.program.display())))?;
                     proc.child = Some(child);
-                    proc.spec.port
+                    proc.spec.port.map(|port| (proc.spec.host.clone().unwrap_or_else(|| "127.0.0.1".into()), port))
                 }
                 Action::Pause | Action::Resume => {
                     let Some(child) = &proc.child else { return Ok(()) };
@@ -174,13 +177,13 @@ impl Local {
                 }
             }
         };
-        if let Some(port) = port {
-            self.wait_listening(name, port).await?;
+        if let Some((host, port)) = listen {
+            self.wait_listening(name, &host, port).await?;
         }
         Ok(())
     }
 
-    async fn wait_listening(&self, name: &str, port: u16) -> Result<(), RealError> {
+    async fn wait_listening(&self, name: &str, host: &str, port: u16) -> Result<(), RealError> {
         let deadline = Instant::now() + START_WAIT_MAX;
         loop {
             // Exited first: a port that answers may belong to another process when this one
@@ -193,7 +196,7 @@ impl Local {
             if let Some(status) = exited {
                 return Err(RealError::Setup(format!("{name} exited ({status}): {}", self.log_tail(name))));
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect((host, port)).await.is_ok() {
                 // Still alive once connected (a process that failed to bind exits at once).
                 tokio::time::sleep(START_POLL).await;
                 let exited = {
@@ -211,6 +214,31 @@ impl Local {
             }
             tokio::time::sleep(START_POLL).await;
         }
+    }
+
+    /// Starts HAProxy (Debian's package) in front of `backends` as the role `name`; returns its
+    /// URL. Its configuration is written beside the logs.
+    pub async fn add_proxy(
+        &self,
+        haproxy: &Path,
+        name: &str,
+        backend: &str,
+        backends: &[u16],
+    ) -> Result<String, RealError> {
+        let port = free_port()?;
+        let config = self.log_dir.join(format!("{name}.cfg"));
+        std::fs::write(&config, haproxy_config(backend, port, backends))
+            .map_err(|e| RealError::Setup(format!("{}: {e}", config.display())))?;
+        self.add(Spec {
+            name: name.into(),
+            program: haproxy.to_path_buf(),
+            args: vec!["-db".into(), "-f".into(), config.display().to_string()],
+            env: vec![],
+            port: Some(port),
+            host: None,
+        })
+        .await?;
+        Ok(format!("http://127.0.0.1:{port}"))
     }
 
     /// Resumes what is paused and starts what is stopped.
@@ -251,6 +279,28 @@ impl Drop for Local {
     }
 }
 
+/// The `defaults` of every HAProxy of the project, local and in compose.
+pub const HAPROXY_DEFAULTS: &str = "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
+     timeout server 5s\n  retries 2\n  option redispatch\n  retry-on conn-failure\n";
+
+/// HAProxy's configuration in front of API instances: round robin, health checks on `/health`
+/// every 300 ms (two failures take an instance out, two successes bring it back), a request
+/// retried elsewhere only when it could not be sent (a request an instance took and then died
+/// on is answered 502, one it kept too long 504: the client treats both as ambiguous and
+/// retries with its idempotency key). `deploy/haproxy/haproxy.cfg` is the same for compose.
+pub fn haproxy_config(backend: &str, port: u16, servers: &[u16]) -> String {
+    let mut config = format!(
+        "global\n  maxconn 4096\n\n{HAPROXY_DEFAULTS}\n\
+         frontend {backend}_in\n  bind 127.0.0.1:{port}\n  default_backend {backend}\n\n\
+         backend {backend}\n  balance roundrobin\n  option httpchk GET /health\n  \
+         http-check expect status 200\n  default-server inter 300ms fall 2 rise 2\n"
+    );
+    for (i, server) in servers.iter().enumerate() {
+        config.push_str(&format!("  server api{} 127.0.0.1:{server} check\n", i + 1));
+    }
+    config
+}
+
 fn command_of(spec: &Spec, log: File) -> Result<Command, RealError> {
     let err = log.try_clone().map_err(|e| RealError::Setup(e.to_string()))?;
     let mut command = Command::new(&spec.program);
@@ -289,10 +339,11 @@ impl Compose {
             "broker" => "kafka",
             "processor" => "ledger-processor",
             "relay" => "ledger-relay",
-            "api-1" | "ledger-api" => "ledger-api",
+            "api-1" | "ledger-api" => "ledger-api-1",
+            "api-2" => "ledger-api-2",
             "query" => "ledger-query",
             "worker" => "orders-worker",
-            "orders-api-1" => "orders-api",
+            "orders-api" => "orders-api-1",
             "waiting-room" => "waiting-room",
             other => other,
         }
@@ -391,6 +442,16 @@ mod tests {
             "docker compose -f dc.yml unpause orders-worker"
         );
         assert_eq!(compose.command(Action::Start, "broker").join(" "), "docker compose -f dc.yml start kafka");
+    }
+
+    #[test]
+    fn local_and_compose_haproxy_share_their_defaults() {
+        let file =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/haproxy.cfg")).unwrap();
+        assert!(file.contains(HAPROXY_DEFAULTS), "deploy/haproxy/haproxy.cfg lacks:\n{HAPROXY_DEFAULTS}");
+        let local = haproxy_config("b", 4000, &[4001, 4002]);
+        assert!(local.contains(HAPROXY_DEFAULTS));
+        assert!(local.contains("server api2 127.0.0.1:4002 check"), "{local}");
     }
 
     #[test]

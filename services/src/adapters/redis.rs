@@ -110,7 +110,11 @@ impl RedisStockCache {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        let mut slot = self.connection.lock().await;
+        // While another call (re)connects, wait at most one call's timeout: a Redis that
+        // answers slowly must not queue every request behind the reconnects (spec 003 test 2).
+        let mut slot = tokio::time::timeout(REDIS_TIMEOUT, self.connection.lock())
+            .await
+            .map_err(|_| CacheError::Unavailable("waited too long for a connection".into()))?;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
@@ -125,7 +129,12 @@ impl RedisStockCache {
                 .map_err(cache_error)?;
         // Load the script once; EVALSHA calls it from then on (and reloads it after a restart).
         let mut loading = connection.clone();
-        let _: Result<String, _> = self.script.prepare_invoke().load_async(&mut loading).await;
+        let load = self.script.prepare_invoke();
+        let loaded: Result<redis::RedisResult<String>, _> =
+            tokio::time::timeout(REDIS_TIMEOUT, load.load_async(&mut loading)).await;
+        if !matches!(loaded, Ok(Ok(_))) {
+            tracing::debug!("stock script not loaded on connect; EVALSHA loads it on first use");
+        }
         *slot = Some(connection.clone());
         Ok(connection)
     }

@@ -4,6 +4,7 @@
 //! returns what the invariants need.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,16 @@ use crate::trace::{self, BuildTracked};
 /// Longest the heal-and-quiesce phase waits for the outbox to drain and the read model to
 /// converge, in simulated time.
 pub const QUIESCE_MAX: Duration = Duration::from_secs(60);
+/// `api-killed-mid-request`: the API instances killed in a run, one after the other.
+pub const MID_REQUEST_KILLS: usize = 4;
+/// Longest an armed kill waits for a command to commit on its instance.
+pub const MID_REQUEST_ARM_MAX: Duration = Duration::from_secs(5);
+/// `api-killed-mid-request`: the most operations a client sends (it stops once the last
+/// instance is back).
+pub const MID_REQUEST_OPS_MAX: usize = 400;
+/// How often an armed kill looks for its held answer.
+pub const MID_REQUEST_POLL: Duration = Duration::from_millis(5);
+
 /// How often quiescence is polled.
 pub const QUIESCE_POLL: Duration = Duration::from_millis(250);
 /// Longest the workload phase may last before clients are abandoned (a liveness failure).
@@ -57,10 +68,11 @@ pub enum LedgerScenario {
     ConcurrentWithdrawals,
     DoubleSpend,
     SchemaEvolution,
+    ApiKilledMidRequest,
 }
 
 impl LedgerScenario {
-    pub const ALL: [LedgerScenario; 10] = [
+    pub const ALL: [LedgerScenario; 11] = [
         LedgerScenario::Chaos,
         LedgerScenario::CrdbOneDown,
         LedgerScenario::CrdbTwoDown,
@@ -71,6 +83,7 @@ impl LedgerScenario {
         LedgerScenario::ConcurrentWithdrawals,
         LedgerScenario::DoubleSpend,
         LedgerScenario::SchemaEvolution,
+        LedgerScenario::ApiKilledMidRequest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +98,7 @@ impl LedgerScenario {
             LedgerScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
             LedgerScenario::DoubleSpend => "double-spend",
             LedgerScenario::SchemaEvolution => "schema-evolution",
+            LedgerScenario::ApiKilledMidRequest => "api-killed-mid-request",
         }
     }
 
@@ -106,6 +120,10 @@ impl LedgerScenario {
             }
             LedgerScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
             LedgerScenario::SchemaEvolution => "v1 MoneyDeposited events (no currency) in the store are upcast",
+            LedgerScenario::ApiKilledMidRequest => {
+                "each of two command API instances is killed between a commit and its answer: clients fail over, \
+                 their retries with the same key get the first outcome, nothing applies twice"
+            }
         }
     }
 
@@ -216,6 +234,7 @@ pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> Ledg
         LedgerScenario::ConcurrentWithdrawals => concurrent_withdrawals(&mut ctx, 100, "100.00", "10.00").await,
         LedgerScenario::DoubleSpend => concurrent_withdrawals(&mut ctx, 2, "100.00", "100.00").await,
         LedgerScenario::SchemaEvolution => schema_evolution(&mut ctx).await,
+        LedgerScenario::ApiKilledMidRequest => api_killed_mid_request(&mut ctx).await,
     }
     ctx.injector.heal();
     let converged = quiesce(&ctx).await;
@@ -595,4 +614,77 @@ async fn schema_evolution(ctx: &mut Ctx) {
     let config = mixed(ctx, accounts, 3, 20);
     let handles = start_clients(ctx, config, true);
     join_clients(ctx, handles).await;
+}
+
+/// Spec 001, scenario 5 (API crash mid-request, a load balancer in front): two command API
+/// instances; the scenario kills one exactly between a commit and its answer, several times,
+/// alternating. The client hears nothing, times out, and retries with its idempotency key on the
+/// other instance (the load balancer's failover), which answers with the first outcome.
+async fn api_killed_mid_request(ctx: &mut Ctx) {
+    let accounts = workload::draw_accounts(&mut ctx.rng, 3, 5);
+    open_accounts(ctx, &accounts).await;
+    let mut config = mixed(ctx, accounts, 8, MID_REQUEST_OPS_MAX);
+    config.mix = [40, 30, 20, 5, 5];
+    config.think_max = Duration::from_millis(100);
+    // The clients run until the last instance is back (at most their operations' bound).
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    for index in 0..config.clients {
+        let node = ctx.client_node();
+        let (history, ops, config, seed) = (ctx.history.clone(), ctx.ops.clone(), config.clone(), ctx.seed);
+        let done = kills_done.clone();
+        handles.push(node.spawn(async move {
+            let mut client = client::client(index, config.clients, config.api_nodes, history, ops).await;
+            client.run_mixed(seed, &config, |n| n < config.ops_per_client && !done.load(AtomicOrdering::SeqCst)).await;
+        }));
+    }
+    let kill = ctx.world.mid_request_kill.clone();
+    let mut outages = Vec::new();
+    for n in 0..MID_REQUEST_KILLS {
+        // Past the clients' request timeout since the last restart: the requests stranded on
+        // the instance killed last have failed over, and the clients are spread again.
+        let gap = if n == 0 { 200..1500 } else { 6000..8000 };
+        madsim::time::sleep(Duration::from_millis(ctx.rng.gen_range(gap))).await;
+        let node = format!("api-{}", n % 2 + 1);
+        let held_before = kill.lock().expect("not poisoned").held.len();
+        kill.lock().expect("not poisoned").armed = Some(node.clone());
+        let deadline = madsim::time::Instant::now() + MID_REQUEST_ARM_MAX;
+        while kill.lock().expect("not poisoned").held.len() == held_before && madsim::time::Instant::now() < deadline {
+            madsim::time::sleep(MID_REQUEST_POLL).await;
+        }
+        let fired = {
+            let mut kill = kill.lock().expect("not poisoned");
+            kill.armed = None;
+            kill.held.len() > held_before
+        };
+        ctx.expect(fired, format!("no command committed on {node} within {MID_REQUEST_ARM_MAX:?} of arming the kill"));
+        let down_at = trace::now_nanos();
+        ctx.injector.crash(&node);
+        madsim::time::sleep(Duration::from_millis(ctx.rng.gen_range(1000..2000))).await;
+        outages.push((down_at, trace::now_nanos()));
+        ctx.injector.restart(&node);
+    }
+    kills_done.store(true, AtomicOrdering::SeqCst);
+    join_clients(ctx, handles).await;
+    let held = kill.lock().expect("not poisoned").held.clone();
+    let ops = ctx.ops.lock().expect("not poisoned").clone();
+    for reply in &held {
+        let Some(key) = &reply.key else { continue };
+        let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.clone());
+        ctx.expect(
+            outcome.as_deref() == Some("ok"),
+            format!(
+                "the command {key} committed on {} before it died, and its client ended with {outcome:?}, not ok",
+                reply.node
+            ),
+        );
+    }
+    // Failover: writes were acknowledged by the other instance while one was down.
+    let history = ctx.history.events();
+    let writes = writes_between(&history, 0, u64::MAX);
+    for (down, up) in outages {
+        let served = writes.iter().any(|(_, e)| e.kind == EventKind::Ok && e.time > down && e.time <= up);
+        ctx.expect(served, format!("no write was acknowledged while an instance was down ({down}..{up} ns)"));
+    }
 }

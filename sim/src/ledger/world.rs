@@ -58,9 +58,28 @@ pub struct WorldConfig {
     pub crdb_rates: CrdbFaultRates,
 }
 
+/// A command that committed on an api instance whose process died before it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldReply {
+    pub node: String,
+    pub key: Option<String>,
+    pub at: u64,
+}
+
+/// The `api-killed-mid-request` scenario's switch: when armed for an api node, that node's next
+/// command that commits is never answered (its reply is held until the scenario kills the
+/// node), so the kill lands exactly between the commit and the answer: the window in which a
+/// client cannot know whether its write applied.
+#[derive(Debug, Default)]
+pub struct MidRequestKill {
+    pub armed: Option<String>,
+    pub held: Vec<HeldReply>,
+}
+
 /// The world's durable state and its nodes, by name.
 pub struct LedgerWorld {
     pub cluster: CrdbCluster,
+    pub mid_request_kill: Arc<Mutex<MidRequestKill>>,
     pub jetstream: Arc<Mutex<JetStreamState>>,
     pub readdb: ReadDbState,
     pub nodes: BTreeMap<String, NodeId>,
@@ -73,6 +92,7 @@ impl LedgerWorld {
         let cluster = CrdbCluster::new(config.crdb_nodes, config.crdb_rates);
         let jetstream = Arc::new(Mutex::new(JetStreamState::default()));
         let readdb: ReadDbState = Arc::default();
+        let mid_request_kill: Arc<Mutex<MidRequestKill>> = Arc::default();
         let mut nodes = BTreeMap::new();
         for index in 0..config.crdb_nodes {
             let cluster = cluster.clone();
@@ -104,11 +124,12 @@ impl LedgerWorld {
             let gateway = crdb::crdb_addr(index % config.crdb_nodes);
             let name = format!("api-{}", index + 1);
             let node_name = name.clone();
+            let kill = mid_request_kill.clone();
             let node = handle
                 .create_node()
                 .name(name.clone())
                 .ip(api_addr(index).ip())
-                .init(move || serve_api(index, gateway, node_name.clone()))
+                .init(move || serve_api(index, gateway, node_name.clone(), kill.clone()))
                 .build_tracked();
             nodes.insert(name, node.id());
         }
@@ -143,7 +164,7 @@ impl LedgerWorld {
             })
             .build_tracked();
         nodes.insert("processor".into(), node.id());
-        LedgerWorld { cluster, jetstream, readdb, nodes, config }
+        LedgerWorld { cluster, mid_request_kill, jetstream, readdb, nodes, config }
     }
 
     pub fn node(&self, name: &str) -> NodeId {
@@ -157,7 +178,7 @@ impl LedgerWorld {
 }
 
 /// The api role: commands, and the linearizable balance folded from the event store.
-async fn serve_api(index: usize, gateway: SocketAddr, name: String) {
+async fn serve_api(index: usize, gateway: SocketAddr, name: String, kill: Arc<Mutex<MidRequestKill>>) {
     let store = SimEventStore::connect(vec![gateway]).await;
     let read = SimReadModel::connect().await;
     let bus = SimBus::connect().await;
@@ -181,8 +202,33 @@ async fn serve_api(index: usize, gateway: SocketAddr, name: String) {
     let handler = Arc::new(CommandHandler::new(store).with_bug_hooks(hooks));
     let ep = Endpoint::bind(api_addr(index)).await.expect("bind api");
     ep.add_rpc_handler(move |req: HttpReq| {
-        let (handler, name) = (handler.clone(), name.clone());
-        async move { traced(&name, &req, route_api(&handler, &req).await) }
+        let (handler, name, kill) = (handler.clone(), name.clone(), kill.clone());
+        async move {
+            let reply = route_api(&handler, &req).await;
+            // A first outcome (not a replay of one): committed by this request.
+            let hold = reply.status == 201 && !reply.replayed && {
+                let mut kill = kill.lock().expect("not poisoned");
+                let hold = kill.armed.as_deref() == Some(name.as_str());
+                if hold {
+                    kill.armed = None;
+                    let key = req.idempotency_key.clone();
+                    kill.held.push(HeldReply { node: name.clone(), key, at: trace::now_nanos() });
+                }
+                hold
+            };
+            if hold {
+                // Committed, and the process dies before the answer leaves it.
+                trace::record(
+                    &name,
+                    &format!(
+                        "{} {} key={:?} committed; the answer is held until the kill",
+                        req.method, req.path, req.idempotency_key
+                    ),
+                );
+                futures::future::pending::<()>().await;
+            }
+            traced(&name, &req, reply)
+        }
     });
     futures::future::pending::<()>().await;
 }

@@ -142,6 +142,14 @@ impl OrderAttempts {
                 self.last = error;
                 OrderStep::Retry
             }
+            // A load balancer's answers when the instance took the request and then died (502)
+            // or kept it too long (504): the item may be reserved and the order queued. The
+            // retry with the same key gets the first outcome.
+            502 | 504 => {
+                self.ambiguous = true;
+                self.last = if status == 502 { "bad_gateway".into() } else { "gateway_timeout".into() };
+                OrderStep::Retry
+            }
             _ => done(self.ambiguous, error),
         }
     }
