@@ -29,6 +29,7 @@ use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
 use crate::http::{HttpReq, HttpResp};
 use crate::ledger::invariants::{OpRecord, Violation};
+use crate::ledger::world::{HeldReply, MidRequestKill};
 use crate::trace::{self, BuildTracked};
 
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
@@ -149,6 +150,8 @@ struct World {
     kafka: Arc<Mutex<KafkaState>>,
     db: Arc<Mutex<OrderDb>>,
     nodes: BTreeMap<String, madsim::task::NodeId>,
+    /// `api-killed`: the armed API node holds its next accepted order's answer until the kill.
+    mid_request_kill: Arc<Mutex<MidRequestKill>>,
 }
 
 fn build(handle: &Handle) -> World {
@@ -180,13 +183,15 @@ fn build(handle: &Handle) -> World {
         .init(move || deps::serve_db(d.clone()))
         .build_tracked();
     nodes.insert("orders-db".to_string(), id.id());
+    let mid_request_kill: Arc<Mutex<MidRequestKill>> = Arc::default();
     for index in 0..2 {
         let name = format!("api-{}", index + 1);
+        let kill = mid_request_kill.clone();
         let id = handle
             .create_node()
             .name(name.clone())
             .ip(api_addr(index).ip())
-            .init(move || serve_api(index))
+            .init(move || serve_api(index, kill.clone()))
             .build_tracked();
         nodes.insert(name, id.id());
     }
@@ -194,10 +199,10 @@ fn build(handle: &Handle) -> World {
     nodes.insert("worker".to_string(), id.id());
     let id = handle.create_node().name("waiting-room").ip(room_addr().ip()).init(serve_room).build_tracked();
     nodes.insert("waiting-room".to_string(), id.id());
-    World { redis, kafka, db, nodes }
+    World { redis, kafka, db, nodes, mid_request_kill }
 }
 
-async fn serve_api(index: usize) {
+async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
     let mut api = OrderApi::new(
         SimStockCache::connect().await,
         SimKafka::connect().await,
@@ -210,7 +215,7 @@ async fn serve_api(index: usize) {
     let name = format!("api-{}", index + 1);
     let ep = Endpoint::bind(api_addr(index)).await.expect("bind api");
     ep.add_rpc_handler(move |req: HttpReq| {
-        let (api, name) = (api.clone(), name.clone());
+        let (api, name, kill) = (api.clone(), name.clone(), kill.clone());
         async move {
             let reply = match (req.method.as_str(), req.path.as_str()) {
                 ("POST", "/init") => api.init(&req.body).await,
@@ -220,6 +225,24 @@ async fn serve_api(index: usize) {
                 }
                 _ => services::ledger::api::Reply::error(404, "not_found", None, "no such route"),
             };
+            // Reserved and queued, and the process dies before the answer leaves it.
+            let hold = req.path == "/order" && reply.status == 200 && {
+                let mut kill = kill.lock().expect("not poisoned");
+                let hold = kill.armed.as_deref() == Some(name.as_str());
+                if hold {
+                    kill.armed = None;
+                    let key = req.idempotency_key.clone();
+                    kill.held.push(HeldReply { node: name.clone(), key, at: trace::now_nanos() });
+                }
+                hold
+            };
+            if hold {
+                trace::record(
+                    &name,
+                    &format!("POST /order key={:?} accepted; the answer is held until the kill", req.idempotency_key),
+                );
+                futures::future::pending::<()>().await;
+            }
             crate::ledger::world::traced(&name, &req, reply)
         }
     });
@@ -535,9 +558,17 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             ctx.expect(failed == 0, format!("{failed} orders refused while only PostgreSQL was down"));
         }
         OrdersScenario::ApiKilled => {
-            let injector = ctx.injector.clone();
+            // After 3 s, api-1 is killed exactly between accepting an order (reserved in Redis,
+            // produced to Kafka) and answering it.
+            let (injector, kill) = (ctx.injector.clone(), ctx.world.mid_request_kill.clone());
             let chaos = madsim::task::spawn(async move {
                 madsim::time::sleep(Duration::from_secs(3)).await;
+                kill.lock().expect("not poisoned").armed = Some("api-1".into());
+                let deadline = madsim::time::Instant::now() + crate::ledger::scenario::MID_REQUEST_ARM_MAX;
+                while kill.lock().expect("not poisoned").held.is_empty() && madsim::time::Instant::now() < deadline {
+                    madsim::time::sleep(crate::ledger::scenario::MID_REQUEST_POLL).await;
+                }
+                kill.lock().expect("not poisoned").armed = None;
                 injector.crash("api-1");
                 trace::now_nanos()
             });
@@ -546,6 +577,22 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             let history = ctx.history.events();
             let after = history.iter().filter(|e| e.time > killed_at && e.kind == EventKind::Ok).count();
             ctx.expect(after > 0, "no order was accepted after api-1 was killed: clients did not fail over");
+            let held = ctx.world.mid_request_kill.lock().expect("not poisoned").held.clone();
+            ctx.expect(
+                !held.is_empty(),
+                "api-1 accepted no order within the arming bound: the kill was not mid-request",
+            );
+            let ops = ctx.ops.lock().expect("not poisoned").clone();
+            for reply in &held {
+                let Some(key) = &reply.key else { continue };
+                let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.clone());
+                ctx.expect(
+                    outcome.as_deref() == Some("ok"),
+                    format!(
+                        "the order {key} was accepted by api-1 before it died, and its client ended with {outcome:?}"
+                    ),
+                );
+            }
         }
         OrdersScenario::RedisRestart => {
             ctx.redis_restarted = true;
