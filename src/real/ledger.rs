@@ -14,9 +14,10 @@ use sim::ledger::invariants::{self, OpRecord, Violation};
 use sim::ledger::workload::{self, Client, Op, WorkloadConfig};
 
 use super::netns::Netns;
+use super::orders::{LATENCY_LEVELS_MS, LatencyRow};
 use super::procs::{Backend, Compose, Local, Spec, free_port};
 use super::toxics::{self, ToxicProxy};
-use super::transport::{Http, LedgerTransport};
+use super::transport::{Http, LedgerTransport, Sent};
 use super::{
     CLIENTS_GRACE_MAX, Clock, Extras, FaultLog, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX,
     SETTLE_POLL,
@@ -45,6 +46,8 @@ pub(crate) struct Deployment {
     /// The network namespace of the partitioned roles, and the proxies its roles reach
     /// PostgreSQL and NATS through (`ledger-partition`). Dropped after the processes.
     pub(crate) partition: Option<(Netns, Vec<ToxicProxy>)>,
+    /// Latency proxies between every role and PostgreSQL and NATS (`ledger-latency`).
+    pub(crate) toxics: Vec<ToxicProxy>,
 }
 
 /// The roles `ledger-partition` runs in its network namespace.
@@ -78,10 +81,23 @@ pub(crate) async fn deploy_local(
         })
         .await?;
     let [events_url, read_url] = local_databases(tools, id);
+    // With latency proxies, every role reaches PostgreSQL and NATS through them; the runner's
+    // own reads go straight to PostgreSQL.
+    let mut toxic_proxies = Vec::new();
+    let (mut role_events, mut role_read, mut role_nats) =
+        (events_url.clone(), read_url.clone(), format!("nats://127.0.0.1:{nats_port}"));
+    if extras.toxics {
+        let postgres = ToxicProxy::start("postgres", &toxics::host_port(&events_url)?).await?;
+        let nats = ToxicProxy::start("nats", &format!("127.0.0.1:{nats_port}")).await?;
+        role_events = toxics::through(&events_url, &postgres.addr())?;
+        role_read = toxics::through(&read_url, &postgres.addr())?;
+        role_nats = format!("nats://{}", nats.addr());
+        toxic_proxies = vec![postgres, nats];
+    }
     let env = [
-        ("LEDGER_DATABASE_URL".to_string(), events_url.clone()),
-        ("READ_DATABASE_URL".to_string(), read_url.clone()),
-        ("NATS_URL".to_string(), format!("nats://127.0.0.1:{nats_port}")),
+        ("LEDGER_DATABASE_URL".to_string(), role_events),
+        ("READ_DATABASE_URL".to_string(), role_read),
+        ("NATS_URL".to_string(), role_nats),
         ("LEDGER_POOL_MAX".to_string(), LOCAL_POOL_MAX.to_string()),
         ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
     ];
@@ -147,6 +163,7 @@ pub(crate) async fn deploy_local(
         databases: vec![events_url, read_url],
         prefix: String::new(),
         partition: partition.map(|(netns, proxies, _)| (netns, proxies)),
+        toxics: toxic_proxies,
     })
 }
 
@@ -161,6 +178,7 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
         databases: vec![],
         prefix: format!("{id}-"),
         partition: None,
+        toxics: Vec::new(),
     }
 }
 
@@ -189,6 +207,13 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
                 "ledger-partition runs on local processes only: it makes its own network namespace".into(),
             ));
         }
+        Mode::Compose { .. } if options.scenario == RealScenario::LedgerLatency => {
+            return Err(RealError::Setup(
+                "ledger-latency runs on local processes only: it puts its own latency proxies between the roles and \
+                 PostgreSQL and NATS"
+                    .into(),
+            ));
+        }
         Mode::Compose { file } => deploy_compose(file, &id),
     };
     let result = drive(options, &deployment, started).await;
@@ -203,6 +228,8 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         apis: Arc::new(d.apis.clone()),
         query: d.query.clone(),
         clock,
+        requests: matches!(options.scenario, RealScenario::LedgerLatency | RealScenario::LedgerPartition)
+            .then(Arc::default),
     };
     let history = History::new();
     let ops: Arc<Mutex<Vec<OpRecord>>> = Arc::default();
@@ -221,6 +248,7 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         RealScenario::LedgerChaos
         | RealScenario::ApiKilledBehindProxy
         | RealScenario::LedgerPartition
+        | RealScenario::LedgerLatency
         | RealScenario::ReadModelRebuild => {
             // The simulator's draws, in its order: for ledger-chaos CockroachDB's rates
             // (simulated only), the accounts, the clients; for the rebuild 3 to 5 accounts.
@@ -249,6 +277,7 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
             }
             faults = match &d.partition {
                 Some((netns, _)) => partitions(netns, options.seed, options.duration, clock).await?,
+                None if !d.toxics.is_empty() => latency_levels(&d.toxics, options.duration, clock).await?,
                 None => {
                     let steps = super::draw_faults(options.seed, options.scenario.fault_roles(), options.duration);
                     super::run_faults(&d.backend, &steps, clock).await?
@@ -291,6 +320,9 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         other => return Err(RealError::Setup(format!("{} is not a ledger scenario", other.name()))),
     }
     d.backend.heal(options.scenario.fault_roles()).await?;
+    for proxy in &d.toxics {
+        proxy.set_latency(0).await?;
+    }
     if let Some((netns, _)) = &d.partition
         && netns.is_cut()
     {
@@ -314,11 +346,110 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     store.pool().close().await;
     read.pool().close().await;
     let mut report = RealReport::new(options, &ops, history, started);
+    if let Some(requests) = &transport.requests {
+        let requests = requests.lock().expect("not poisoned");
+        if options.scenario == RealScenario::LedgerLatency {
+            report.latency = latency_rows(&requests, &faults);
+            violations_of_levels(&report.latency, &mut violations);
+        } else {
+            violations.extend(partition_seen(&requests, &faults));
+        }
+    }
     report.persisted = events.len();
     report.faults = faults;
     report.violations = violations;
     report.settled = settled;
     Ok(report)
+}
+
+/// `ledger-latency`'s levels: each of [`LATENCY_LEVELS_MS`] for a quarter of the run, added to
+/// every answer of PostgreSQL and NATS, then none.
+async fn latency_levels(proxies: &[ToxicProxy], duration: Duration, clock: Clock) -> Result<Vec<FaultLog>, RealError> {
+    let mut log = Vec::new();
+    let level_for = duration / LATENCY_LEVELS_MS.len() as u32;
+    for added_ms in LATENCY_LEVELS_MS {
+        for proxy in proxies {
+            proxy.set_latency(added_ms).await?;
+        }
+        log.push(FaultLog {
+            at_ms: clock.millis(),
+            action: format!("latency {added_ms}ms"),
+            role: "postgres, nats".into(),
+        });
+        tokio::time::sleep(level_for).await;
+    }
+    for proxy in proxies {
+        proxy.set_latency(0).await?;
+    }
+    log.push(FaultLog { at_ms: clock.millis(), action: "latency 0ms".into(), role: "postgres, nats".into() });
+    Ok(log)
+}
+
+/// The table's rows: each command request in the level during which it was sent.
+fn latency_rows(requests: &[Sent], levels: &[FaultLog]) -> Vec<LatencyRow> {
+    let starts: Vec<(u64, u64)> = levels
+        .iter()
+        .filter_map(|f| f.action.strip_prefix("latency ")?.strip_suffix("ms")?.parse().ok().map(|ms| (f.at_ms, ms)))
+        .collect();
+    let mut rows = Vec::new();
+    for (i, (from, added_ms)) in starts.iter().enumerate().take(LATENCY_LEVELS_MS.len()) {
+        let to = starts.get(i + 1).map_or(u64::MAX, |(at, _)| *at);
+        let level: Vec<(Duration, u16)> =
+            requests.iter().filter(|r| r.at_ms >= *from && r.at_ms < to).map(|r| (r.took, r.status)).collect();
+        rows.push(LatencyRow::of(*added_ms, &level));
+    }
+    rows
+}
+
+/// What a latency run must show: no errors without added latency, and the latency reaching
+/// the clients at 50 and 100 ms (a command makes several round trips to the store).
+pub(crate) fn violations_of_levels(rows: &[LatencyRow], violations: &mut Vec<Violation>) {
+    if let Some(row) = rows.iter().find(|r| r.added_ms == 0)
+        && row.errors_percent > 0.0
+    {
+        violations.push(Violation::new(
+            "scenario-expectation",
+            format!("{:.1}% errors with no latency added", row.errors_percent),
+        ));
+    }
+    for row in rows.iter().filter(|r| r.added_ms > 0 && r.added_ms < 500) {
+        if row.p50_ms < row.added_ms as f64 {
+            violations.push(Violation::new(
+                "scenario-expectation",
+                format!(
+                    "p50 {:.1} ms with {} ms added: the latency did not reach the clients",
+                    row.p50_ms, row.added_ms
+                ),
+            ));
+        }
+    }
+}
+
+/// `ledger-partition` must show its cuts: in each, a request sent to the partitioned instance
+/// (`api-1`, index 0) got no answer before the heal (its packets were dropped). Without that the
+/// run proved nothing about partitions, whatever the invariants say.
+fn partition_seen(requests: &[Sent], faults: &[FaultLog]) -> Vec<Violation> {
+    let cuts = faults.iter().filter(|f| f.action == "partition");
+    let heals = faults.iter().filter(|f| f.action == "heal");
+    let mut violations = Vec::new();
+    for (cut, heal) in cuts.zip(heals) {
+        let stranded = requests.iter().any(|r| {
+            r.api == 0
+                && r.at_ms >= cut.at_ms
+                && r.at_ms < heal.at_ms
+                && (r.status == 0 || r.at_ms + r.took.as_millis() as u64 >= heal.at_ms)
+        });
+        if !stranded {
+            violations.push(Violation::new(
+                "scenario-expectation",
+                format!(
+                    "no request to api-1 was held up by the cut at {} ms (healed at {} ms): the partition did not isolate it",
+                    cut.at_ms, heal.at_ms
+                ),
+            ));
+        }
+    }
+    violations
 }
 
 /// `ledger-partition`'s faults: [`PARTITIONS`] cuts of the namespace at seeded times in the

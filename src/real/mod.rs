@@ -66,6 +66,7 @@ pub enum RealScenario {
     LedgerChaos,
     ApiKilledBehindProxy,
     LedgerPartition,
+    LedgerLatency,
     ConcurrentWithdrawals,
     DoubleSpend,
     ReadModelRebuild,
@@ -76,10 +77,11 @@ pub enum RealScenario {
 }
 
 impl RealScenario {
-    pub const ALL: [RealScenario; 10] = [
+    pub const ALL: [RealScenario; 11] = [
         RealScenario::LedgerChaos,
         RealScenario::ApiKilledBehindProxy,
         RealScenario::LedgerPartition,
+        RealScenario::LedgerLatency,
         RealScenario::ConcurrentWithdrawals,
         RealScenario::DoubleSpend,
         RealScenario::ReadModelRebuild,
@@ -95,6 +97,7 @@ impl RealScenario {
             RealScenario::LedgerChaos => "ledger-chaos",
             RealScenario::ApiKilledBehindProxy => "api-killed-behind-proxy",
             RealScenario::LedgerPartition => "ledger-partition",
+            RealScenario::LedgerLatency => "ledger-latency",
             RealScenario::ConcurrentWithdrawals => "concurrent-withdrawals",
             RealScenario::DoubleSpend => "double-spend",
             RealScenario::ReadModelRebuild => "read-model-rebuild",
@@ -112,11 +115,15 @@ impl RealScenario {
             }
             RealScenario::ApiKilledBehindProxy => {
                 "the mixed ledger workload through HAProxy in front of two command API instances, each killed and \
-                 paused mid-request"
+                 paused while clients send"
             }
             RealScenario::LedgerPartition => {
                 "the mixed ledger workload while a network namespace holding a command API instance, the relay and \
                  the processor is cut off (from PostgreSQL, NATS and the clients) and healed, twice"
+            }
+            RealScenario::LedgerLatency => {
+                "the mixed ledger workload with 0, 50, 100 and 500 ms added to every answer of PostgreSQL and NATS \
+                 (proxies between every ledger role and them); the command API's p50, p99 and errors per level"
             }
             RealScenario::ConcurrentWithdrawals => "100 concurrent withdrawals of 10.00 on 100.00: exactly 10 succeed",
             RealScenario::DoubleSpend => "two concurrent withdrawals of 100.00 on 100.00: one succeeds",
@@ -126,7 +133,7 @@ impl RealScenario {
             RealScenario::FlashSale => "a flash sale while the worker and Redis are killed and paused",
             RealScenario::WorkerCrash => "the worker is killed three times mid-sale: nothing lost, nothing doubled",
             RealScenario::OrdersApiKilledBehindProxy => {
-                "a flash sale through HAProxy in front of two order API instances, each killed and paused mid-request"
+                "a flash sale through HAProxy in front of two order API instances, each killed and paused while clients send"
             }
             RealScenario::RedisLatency => {
                 "spec 003 test 2: 0, 50, 100 and 500 ms added to Redis's answers by a Toxiproxy-compatible proxy, a \
@@ -158,7 +165,8 @@ impl RealScenario {
             RealScenario::ConcurrentWithdrawals
             | RealScenario::DoubleSpend
             | RealScenario::ReadModelRebuild
-            | RealScenario::LedgerPartition => &[],
+            | RealScenario::LedgerPartition
+            | RealScenario::LedgerLatency => &[],
             RealScenario::FlashSale => SALE,
             RealScenario::WorkerCrash => WORKER,
             RealScenario::OrdersApiKilledBehindProxy => ORDERS_PROXIED,
@@ -180,7 +188,7 @@ impl RealScenario {
     pub fn extras(self) -> Extras {
         Extras {
             proxy: matches!(self, RealScenario::ApiKilledBehindProxy | RealScenario::OrdersApiKilledBehindProxy),
-            toxics: self == RealScenario::RedisLatency,
+            toxics: matches!(self, RealScenario::RedisLatency | RealScenario::LedgerLatency),
             partition: self == RealScenario::LedgerPartition,
         }
     }

@@ -1,12 +1,15 @@
 //! Network partitions on real infrastructure: a network namespace joined to the host by a veth
-//! pair, which the runner creates, cuts, heals and removes itself (`ip netns`, `ip link`, from
-//! iproute2). Services started inside the namespace reach the host's dependencies only over the
-//! veth pair (through proxies listening on the host's end), and clients reach them only over it:
-//! setting the host's end down isolates them, as a cable pulled out would. Packets are dropped,
-//! not refused, so open connections hang until their own timeouts, as in a real partition.
+//! pair, which the runner creates, cuts, heals and removes itself (`ip netns`, `ip link` from
+//! iproute2, `nft` from nftables). Services started inside the namespace reach the host's
+//! dependencies only over the veth pair (through proxies listening on the host's end), and
+//! clients reach them only over it. A cut is an nftables table inside the namespace that drops
+//! every packet coming in or going out over the pair: nothing is refused and no route changes,
+//! so open connections hang until their own timeouts and new ones get no answer, as in a real
+//! partition. The heal deletes the table.
 //!
-//! Needs CAP_NET_ADMIN (root in the sandbox). Where namespaces cannot be made, [`Netns::create`]
-//! says why and the run is skipped with that message (exit code 4), never passed.
+//! Needs CAP_NET_ADMIN (root in the sandbox) and nftables. Where namespaces or nftables cannot
+//! be used, [`Netns::create`] says why and the run is skipped with that message (exit code 6),
+//! never passed.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -15,10 +18,15 @@ use std::sync::Mutex;
 use super::RealError;
 use super::procs::Spec;
 
+/// The nftables table of a cut, inside the namespace (gone with it).
+pub const CUT_TABLE: &str = "testbed_cut";
+
 /// A namespace and its veth pair.
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    /// The namespace's end of the veth pair.
+    pub ns_if: String,
     /// The host's end of the veth pair.
     pub host_if: String,
     pub host_ip: Ipv4Addr,
@@ -53,12 +61,13 @@ impl Netns {
         let base = Ipv4Addr::new(10, 201, (index / 64) as u8, ((index % 64) * 4) as u8).to_bits();
         let netns = Netns {
             name: format!("tb{tag}"),
+            ns_if: format!("tbn{tag}"),
             host_if: format!("tbh{tag}"),
             host_ip: Ipv4Addr::from_bits(base + 1),
             ns_ip: Ipv4Addr::from_bits(base + 2),
             cut: Mutex::new(false),
         };
-        let ns_if = format!("tbn{tag}");
+        let ns_if = netns.ns_if.clone();
         let _ = ip(&["netns", "del", &netns.name]);
         let _ = ip(&["link", "del", &netns.host_if]);
         ip(&["netns", "add", &netns.name]).map_err(|e| {
@@ -76,9 +85,13 @@ impl Netns {
             &["netns", "exec", &netns.name, "ip", "link", "set", "lo", "up"],
         ];
         for step in steps {
-            // Dropping `netns` removes what was made so far.
-            ip(step).map_err(|e| RealError::Skipped(format!("could not set up the namespace's network: {e}")))?;
+            // Dropping `netns` removes what was made so far. The namespace could be made, so a
+            // failure here is a setup error, not a machine that cannot do it.
+            ip(step).map_err(|e| RealError::Setup(format!("could not set up the namespace's network: {e}")))?;
         }
+        ip(&["netns", "exec", &netns.name, "nft", "list", "tables"]).map_err(|e| {
+            RealError::Skipped(format!("nftables cannot be used in a network namespace here ({e}); install nftables"))
+        })?;
         Ok(netns)
     }
 
@@ -89,16 +102,24 @@ impl Netns {
         Spec { program: "ip".into(), args, host: Some(self.ns_ip.to_string()), ..spec }
     }
 
-    /// Cuts the namespace off: its end of the link loses its carrier, every packet is dropped.
+    /// Cuts the namespace off: every packet in or out over the pair is dropped, both ways.
     pub fn cut(&self) -> Result<(), RealError> {
-        ip(&["link", "set", &self.host_if, "down"]).map_err(RealError::Setup)?;
+        let rules = format!(
+            "add table inet {CUT_TABLE}; \
+             add chain inet {CUT_TABLE} in {{ type filter hook input priority 0; policy accept; }}; \
+             add rule inet {CUT_TABLE} in iifname {ns_if} drop; \
+             add chain inet {CUT_TABLE} out {{ type filter hook output priority 0; policy accept; }}; \
+             add rule inet {CUT_TABLE} out oifname {ns_if} drop",
+            ns_if = self.ns_if
+        );
+        ip(&["netns", "exec", &self.name, "nft", &rules]).map_err(RealError::Setup)?;
         *self.cut.lock().expect("not poisoned") = true;
         Ok(())
     }
 
     /// Joins it again.
     pub fn heal(&self) -> Result<(), RealError> {
-        ip(&["link", "set", &self.host_if, "up"]).map_err(RealError::Setup)?;
+        ip(&["netns", "exec", &self.name, "nft", "delete", "table", "inet", CUT_TABLE]).map_err(RealError::Setup)?;
         *self.cut.lock().expect("not poisoned") = false;
         Ok(())
     }

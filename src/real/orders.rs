@@ -587,25 +587,7 @@ async fn latency_table(options: &RealOptions, d: &Deployment, started: Instant) 
     let ops: Vec<OpRecord> = sales.into_iter().flat_map(|(_, _, ops)| ops).collect();
     // What spec 003 expects of the levels it passes: no errors without added latency, and the
     // latency seen by the API's clients (two Redis round trips per order at least).
-    if let Some(row) = rows.iter().find(|r| r.added_ms == 0)
-        && row.errors_percent > 0.0
-    {
-        violations.push(Violation::new(
-            "scenario-expectation",
-            format!("{:.1}% errors with no latency added", row.errors_percent),
-        ));
-    }
-    for row in rows.iter().filter(|r| r.added_ms > 0 && r.added_ms < 500) {
-        if row.p50_ms < row.added_ms as f64 {
-            violations.push(Violation::new(
-                "scenario-expectation",
-                format!(
-                    "p50 {:.1} ms with {} ms added to Redis: the latency did not reach the API",
-                    row.p50_ms, row.added_ms
-                ),
-            ));
-        }
-    }
+    super::ledger::violations_of_levels(&rows, &mut violations);
     let mut report = RealReport::new(options, &ops, history.events(), started);
     report.persisted = persisted;
     report.faults = faults;

@@ -284,7 +284,9 @@ pub const HAPROXY_DEFAULTS: &str = "defaults\n  mode http\n  timeout connect 1s\
      timeout server 5s\n  retries 2\n  option redispatch\n  retry-on conn-failure\n";
 
 /// HAProxy's configuration in front of API instances: round robin, health checks on `/health`
-/// every 300 ms (two failures take an instance out, two successes bring it back), a request
+/// every 300 ms (two failures take an instance out, two successes bring it back; an instance
+/// that answers 503 because a dependency every instance shares is down stays in, so clients get
+/// the service's own answer, not the proxy's), a request
 /// retried elsewhere only when it could not be sent (a request an instance took and then died
 /// on is answered 502, one it kept too long 504: the client treats both as ambiguous and
 /// retries with its idempotency key). `deploy/haproxy/haproxy.cfg` is the same for compose.
@@ -293,7 +295,7 @@ pub fn haproxy_config(backend: &str, port: u16, servers: &[u16]) -> String {
         "global\n  maxconn 4096\n\n{HAPROXY_DEFAULTS}\n\
          frontend {backend}_in\n  bind 127.0.0.1:{port}\n  default_backend {backend}\n\n\
          backend {backend}\n  balance roundrobin\n  option httpchk GET /health\n  \
-         http-check expect status 200\n  default-server inter 300ms fall 2 rise 2\n"
+         http-check expect rstatus ^(200|503)$\n  default-server inter 300ms fall 2 rise 2\n"
     );
     for (i, server) in servers.iter().enumerate() {
         config.push_str(&format!("  server api{} 127.0.0.1:{server} check\n", i + 1));

@@ -3,12 +3,17 @@
 //! The services are pointed at the proxy's port; the runner changes the latency while the run
 //! goes on, as `toxiproxy-cli toxic add -t latency -a latency=MS` does (spec 003, test 2).
 //!
-//! Toxiproxy's semantics, kept here: the toxic is on the downstream direction (what the
-//! dependency sends back), and each chunk is released `latency` after it was *received*, so
-//! answers pipelined on one connection are each late by `latency`, not by the sum of the ones
-//! before them. The noxious crate (a Rust port of Toxiproxy) was tried first: its latency toxic
-//! sleeps `latency` for each chunk after the previous one's sleep, which on the order API's one
-//! multiplexed Redis connection turned 50 ms added into a p50 of 387 ms (ADR 9).
+//! Toxiproxy's latency toxic, and its semantics: on the downstream direction (what the
+//! dependency sends back), each chunk released `latency` after it was *received* (Toxiproxy
+//! subtracts the time a chunk already waited), so answers pipelined on one connection are each
+//! late by `latency`, not by the sum of the ones before them. This proxy has no HTTP API of its
+//! own: the runner sets the latency in-process.
+//!
+//! The noxious crate (a Rust port of Toxiproxy, its core library on crates.io) was used first:
+//! its latency toxic sleeps `latency` for each chunk after the previous chunk's sleep, which on
+//! the order API's one multiplexed Redis connection turned 50 ms added into a p50 of 387 ms, 100
+//! ms into 661 ms, and 500 ms into 385 ms (the requests that got through at all). With this
+//! proxy the same run gives 105.6, 205.6 and 501.7 ms (ADR 9).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +31,8 @@ use super::procs::free_port;
 pub const UPSTREAM_CONNECT_MAX: Duration = Duration::from_secs(5);
 /// Chunks held per direction of a connection before the reader waits for the writer.
 pub const CHUNKS_IN_FLIGHT_MAX: usize = 1024;
+/// Pause after a failed accept (out of descriptors, say) before the next.
+pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Bytes read at once (Toxiproxy's buffer size).
 pub const CHUNK_MAX: usize = 32 * 1024;
 
@@ -63,27 +70,40 @@ impl ToxicProxy {
             // Dropped with the accept task: every connection's tasks are aborted with it.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((client, _)) = listener.accept().await else { continue };
-                let connect = tokio::time::timeout(UPSTREAM_CONNECT_MAX, TcpStream::connect(&target)).await;
-                let upstream = match connect {
-                    Ok(Ok(upstream)) => upstream,
-                    Ok(Err(e)) => {
-                        tracing::warn!(proxy = %proxy, error = %e, "upstream refused a proxied connection");
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::warn!(proxy = %proxy, "upstream did not accept in time");
+                let client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        // Out of descriptors, say: wait before trying again rather than spin.
+                        tracing::warn!(proxy = %proxy, error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                         continue;
                     }
                 };
-                let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-                let (client_read, client_write) = client.into_split();
-                let (upstream_read, upstream_write) = upstream.into_split();
-                connections.spawn(pipe(client_read, upstream_write, None));
-                connections.spawn(pipe(upstream_read, client_write, Some(latency.clone())));
                 // Reap the finished ones, so a long run does not keep them all.
                 while connections.try_join_next().is_some() {}
+                let (latency, target, proxy) = (latency.clone(), target.clone(), proxy.clone());
+                connections.spawn(async move {
+                    let connect = tokio::time::timeout(UPSTREAM_CONNECT_MAX, TcpStream::connect(&target)).await;
+                    let upstream = match connect {
+                        Ok(Ok(upstream)) => upstream,
+                        Ok(Err(e)) => {
+                            tracing::warn!(proxy = %proxy, error = %e, "upstream refused a proxied connection");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(proxy = %proxy, "upstream did not accept in time");
+                            return;
+                        }
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
+                    let (client_read, client_write) = client.into_split();
+                    let (upstream_read, upstream_write) = upstream.into_split();
+                    tokio::join!(
+                        pipe(client_read, upstream_write, None),
+                        pipe(upstream_read, client_write, Some(latency))
+                    );
+                });
             }
         });
         Ok(ToxicProxy { name: name.into(), host: host.into(), port, upstream: upstream.into(), latency_ms, accept })

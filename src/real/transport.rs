@@ -73,6 +73,18 @@ impl Http {
     }
 }
 
+/// One command API request as a client saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sent {
+    /// Milliseconds since the run began.
+    pub at_ms: u64,
+    pub took: Duration,
+    /// 0: no answer in time.
+    pub status: u16,
+    /// The instance it went to (index into the instances).
+    pub api: usize,
+}
+
 /// The ledger's command API instances and its query API.
 #[derive(Debug, Clone)]
 pub struct LedgerTransport {
@@ -80,6 +92,8 @@ pub struct LedgerTransport {
     pub apis: Arc<Vec<String>>,
     pub query: String,
     pub clock: Clock,
+    /// Every command API request, when set.
+    pub requests: Option<Arc<std::sync::Mutex<Vec<Sent>>>>,
 }
 
 impl Transport for LedgerTransport {
@@ -88,7 +102,14 @@ impl Transport for LedgerTransport {
             Target::Command => &self.apis[api % self.apis.len()],
             Target::Query => &self.query,
         };
-        self.http.send(base, req, timeout).await
+        let (sent_ms, sent) = (self.clock.millis(), std::time::Instant::now());
+        let answer = self.http.send(base, req, timeout).await;
+        if let (Target::Command, Some(requests)) = (target, &self.requests) {
+            let status = answer.as_ref().map_or(0, |a| a.status);
+            let api = api % self.apis.len();
+            requests.lock().expect("not poisoned").push(Sent { at_ms: sent_ms, took: sent.elapsed(), status, api });
+        }
+        answer
     }
 
     async fn pause(&self, pause: Duration) {
