@@ -320,10 +320,12 @@ impl EventStore for PgEventStore {
         let streams = batch.events.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>().join(",");
         let before = |e| store_error(e, Phase::Before, &streams);
         // One round trip to begin at SERIALIZABLE, one per event (its outbox row in the same
-        // statement), one for the outcome, one to commit.
+        // statement, and with the last event the command's outcome), one to commit.
         let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE").await.map_err(before)?;
         let mut positions = Vec::with_capacity(batch.events.len());
-        for event in &batch.events {
+        let last = batch.events.len() - 1;
+        for (i, event) in batch.events.iter().enumerate() {
+            let outcome = batch.idempotency.as_ref().filter(|_| i == last);
             // With `check_versions` off ("expected version: any", only a planted bug does it)
             // the stream's next version is taken, whatever it is.
             let position: i64 = sqlx::query_scalar(
@@ -332,7 +334,9 @@ impl EventStore for PgEventStore {
                  (SELECT COALESCE(MAX(version), 0) + 1 FROM events WHERE stream_id = $2) END, \
                  $4, $5, $6, $7) RETURNING event_id, global_position), \
                  o AS (INSERT INTO outbox (event_id, global_position) SELECT event_id, global_position FROM e \
-                 WHERE $9 RETURNING 1) \
+                 WHERE $9 RETURNING 1), \
+                 k AS (INSERT INTO command_outcomes (idempotency_key, request, response) \
+                 SELECT $10::TEXT, $11::TEXT, $12::JSONB WHERE $10::TEXT IS NOT NULL RETURNING 1) \
                  SELECT global_position FROM e",
             )
             .bind(event.event_id)
@@ -344,19 +348,13 @@ impl EventStore for PgEventStore {
             .bind(&event.command_key)
             .bind(batch.check_versions)
             .bind(batch.write_outbox)
+            .bind(outcome.map(|(key, _)| key.as_str()))
+            .bind(outcome.map(|(_, o)| o.request.as_str()))
+            .bind(outcome.map(|(_, o)| &o.response))
             .fetch_one(&mut *tx)
             .await
             .map_err(before)?;
             positions.push(position);
-        }
-        if let Some((key, outcome)) = &batch.idempotency {
-            sqlx::query("INSERT INTO command_outcomes (idempotency_key, request, response) VALUES ($1, $2, $3)")
-                .bind(key)
-                .bind(&outcome.request)
-                .bind(&outcome.response)
-                .execute(&mut *tx)
-                .await
-                .map_err(before)?;
         }
         tx.commit().await.map_err(|e| store_error(e, Phase::Commit, &streams))?;
         Ok(positions)
