@@ -667,18 +667,10 @@ async fn api_killed_mid_request(ctx: &mut Ctx) {
     }
     kills_done.store(true, AtomicOrdering::SeqCst);
     join_clients(ctx, handles).await;
-    let held = kill.lock().expect("not poisoned").held.clone();
     let ops = ctx.ops.lock().expect("not poisoned").clone();
-    for reply in &held {
-        let Some(key) = &reply.key else { continue };
-        let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.clone());
-        ctx.expect(
-            outcome.as_deref() == Some("ok"),
-            format!(
-                "the command {key} committed on {} before it died, and its client ended with {outcome:?}, not ok",
-                reply.node
-            ),
-        );
+    let unresolved = kill.lock().expect("not poisoned").unresolved(&ops);
+    for message in unresolved {
+        ctx.expect(false, message);
     }
     // Failover: writes were acknowledged by the other instance while one was down.
     let history = ctx.history.events();

@@ -76,6 +76,39 @@ pub struct MidRequestKill {
     pub held: Vec<HeldReply>,
 }
 
+impl MidRequestKill {
+    /// Whether `node`, which has just `done` the request `what` under `key`, must hold its
+    /// answer: it is armed. Disarms it and records the held answer (in the trace too).
+    pub fn hold(kill: &Mutex<MidRequestKill>, node: &str, what: &str, key: Option<&str>, done: &str) -> bool {
+        let mut kill = kill.lock().expect("not poisoned");
+        if kill.armed.as_deref() != Some(node) {
+            return false;
+        }
+        kill.armed = None;
+        kill.held.push(HeldReply { node: node.to_string(), key: key.map(str::to_string), at: trace::now_nanos() });
+        trace::record(node, &format!("{what} key={key:?} {done}; the answer is held until the kill"));
+        true
+    }
+
+    /// Messages for the held answers whose client did not end `ok`: its retry on another
+    /// instance must have got the first outcome.
+    pub fn unresolved(&self, ops: &[super::invariants::OpRecord]) -> Vec<String> {
+        self.held
+            .iter()
+            .filter_map(|reply| {
+                let key = reply.key.as_ref()?;
+                let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.as_str());
+                (outcome != Some("ok")).then(|| {
+                    format!(
+                        "{key} was applied by {} before it died, and its client ended with {outcome:?}, not ok",
+                        reply.node
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// The world's durable state and its nodes, by name.
 pub struct LedgerWorld {
     pub cluster: CrdbCluster,
@@ -205,26 +238,13 @@ async fn serve_api(index: usize, gateway: SocketAddr, name: String, kill: Arc<Mu
         let (handler, name, kill) = (handler.clone(), name.clone(), kill.clone());
         async move {
             let reply = route_api(&handler, &req).await;
-            // A first outcome (not a replay of one): committed by this request.
-            let hold = reply.status == 201 && !reply.replayed && {
-                let mut kill = kill.lock().expect("not poisoned");
-                let hold = kill.armed.as_deref() == Some(name.as_str());
-                if hold {
-                    kill.armed = None;
-                    let key = req.idempotency_key.clone();
-                    kill.held.push(HeldReply { node: name.clone(), key, at: trace::now_nanos() });
-                }
-                hold
-            };
-            if hold {
-                // Committed, and the process dies before the answer leaves it.
-                trace::record(
-                    &name,
-                    &format!(
-                        "{} {} key={:?} committed; the answer is held until the kill",
-                        req.method, req.path, req.idempotency_key
-                    ),
-                );
+            // A first outcome (not a replay of one): committed by this request, and the process
+            // dies before the answer leaves it.
+            let what = format!("{} {}", req.method, req.path);
+            if reply.status == 201
+                && !reply.replayed
+                && MidRequestKill::hold(&kill, &name, &what, req.idempotency_key.as_deref(), "committed")
+            {
                 futures::future::pending::<()>().await;
             }
             traced(&name, &req, reply)

@@ -29,7 +29,7 @@ use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
 use crate::http::{HttpReq, HttpResp};
 use crate::ledger::invariants::{OpRecord, Violation};
-use crate::ledger::world::{HeldReply, MidRequestKill};
+use crate::ledger::world::MidRequestKill;
 use crate::trace::{self, BuildTracked};
 
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
@@ -226,21 +226,10 @@ async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
                 _ => services::ledger::api::Reply::error(404, "not_found", None, "no such route"),
             };
             // Reserved and queued, and the process dies before the answer leaves it.
-            let hold = req.path == "/order" && reply.status == 200 && {
-                let mut kill = kill.lock().expect("not poisoned");
-                let hold = kill.armed.as_deref() == Some(name.as_str());
-                if hold {
-                    kill.armed = None;
-                    let key = req.idempotency_key.clone();
-                    kill.held.push(HeldReply { node: name.clone(), key, at: trace::now_nanos() });
-                }
-                hold
-            };
-            if hold {
-                trace::record(
-                    &name,
-                    &format!("POST /order key={:?} accepted; the answer is held until the kill", req.idempotency_key),
-                );
+            if req.path == "/order"
+                && reply.status == 200
+                && MidRequestKill::hold(&kill, &name, "POST /order", req.idempotency_key.as_deref(), "accepted")
+            {
                 futures::future::pending::<()>().await;
             }
             crate::ledger::world::traced(&name, &req, reply)
@@ -583,15 +572,9 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
                 "api-1 accepted no order within the arming bound: the kill was not mid-request",
             );
             let ops = ctx.ops.lock().expect("not poisoned").clone();
-            for reply in &held {
-                let Some(key) = &reply.key else { continue };
-                let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.clone());
-                ctx.expect(
-                    outcome.as_deref() == Some("ok"),
-                    format!(
-                        "the order {key} was accepted by api-1 before it died, and its client ended with {outcome:?}"
-                    ),
-                );
+            let unresolved = ctx.world.mid_request_kill.lock().expect("not poisoned").unresolved(&ops);
+            for message in unresolved {
+                ctx.expect(false, message);
             }
         }
         OrdersScenario::RedisRestart => {
