@@ -43,9 +43,22 @@ fn run_clean(scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> 
 }
 
 fn run_clean_in(out: &Path, scenario: &str, seed: u64, duration: &str, model: Option<&str>) -> Value {
+    run_clean_with(out, scenario, seed, duration, model, &[]).0
+}
+
+/// The same with more arguments; also returns what the run printed.
+fn run_clean_with(
+    out: &Path,
+    scenario: &str,
+    seed: u64,
+    duration: &str,
+    model: Option<&str>,
+    extra: &[&str],
+) -> (Value, String) {
     let output = testbed()
         .args(["real", "--scenario", scenario, "--seed", &seed.to_string(), "--duration", duration, "--out"])
         .arg(out)
+        .args(extra)
         .output()
         .expect("testbed runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -61,7 +74,7 @@ fn run_clean_in(out: &Path, scenario: &str, seed: u64, duration: &str, model: Op
     if let Some(model) = model {
         check_history(&run_dir.join("history.jsonl"), model);
     }
-    report
+    (report, stdout.into_owned())
 }
 
 fn check_history(history: &Path, model: &str) {
@@ -172,7 +185,13 @@ fn a_partition_of_api_relay_and_processor_heals_clean() {
 fn redis_latency_through_the_proxy_gives_the_spec_table() {
     // Four levels of 3 s each; the scenario itself requires no errors at 0 ms and a p50 of at
     // least the added latency at 50 and 100 ms, and every level's sale passes the invariants.
-    let report = run_clean("redis-latency", 1, "12s", None);
+    // With Toxiproxy's API served over the run's proxies (`toxiproxy_api` unit tests drive it).
+    let out = out_dir("redis-latency");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("127.0.0.1:{port}");
+    let (report, stdout) = run_clean_with(&out, "redis-latency", 1, "12s", None, &["--toxiproxy-api", &api]);
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(stdout.contains(&format!("Toxiproxy API on http://{api} (proxies: postgres, redis)")), "{stdout}");
     let rows = report["latency"].as_array().expect("a latency table");
     let added: Vec<u64> = rows.iter().map(|r| r["added_ms"].as_u64().unwrap()).collect();
     assert_eq!(added, [0, 50, 100, 500], "{report}");
@@ -267,6 +286,8 @@ fn bad_usage_exits_2_and_names_the_problem() {
         (vec!["real", "--scenario", "flash-sale", "--duration", "soon"], "expected a duration"),
         (vec!["real", "--scenario", "flash-sale", "--duration", "0s"], "more than 0"),
         (vec!["real", "--scenario", "flash-sale", "--compose-file", "x.yml"], "--compose"),
+        (vec!["real", "--scenario", "flash-sale", "--toxiproxy-api", "127.0.0.1:8474"], "latency proxies"),
+        (vec!["real", "--scenario", "redis-latency", "--toxiproxy-api", "localhost"], "invalid"),
     ] {
         let output = testbed().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

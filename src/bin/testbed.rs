@@ -151,6 +151,10 @@ enum Command {
         /// Print the report as JSON last.
         #[arg(long)]
         json: bool,
+        /// Serve Toxiproxy's HTTP API over the run's latency proxies on this address (redis-latency
+        /// and ledger-latency), for `toxiproxy-cli -h ADDR` during the run.
+        #[arg(long, value_name = "ADDR")]
+        toxiproxy_api: Option<std::net::SocketAddr>,
     },
     /// Measure and print tables: `sim` (simulation build: seeds per second per scenario with one
     /// job and all cores, simulated seconds per wall second, peak memory), `ledger` and
@@ -301,11 +305,27 @@ fn main() -> ExitCode {
         #[cfg(madsim)]
         Command::Shrink { scenario, seed, bug } => sim::shrink_cmd(&scenario, seed, bug.as_deref()),
         #[cfg(not(madsim))]
-        Command::Real { scenario, seed, duration, compose, compose_file, out, keep, json } => {
+        Command::Real { scenario, seed, duration, compose, compose_file, out, keep, json, toxiproxy_api } => {
+            if toxiproxy_api.is_some() && !scenario.extras().toxics {
+                eprintln!(
+                    "error: --toxiproxy-api needs a scenario with latency proxies (redis-latency, ledger-latency), not {}",
+                    scenario.name()
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
             let out = out.join(format!("{}-{seed}", scenario.name()));
-            real_cmd(scenario, seed, duration, compose.then_some(compose_file), out, keep, json)
+            let compose = compose.then_some(compose_file);
+            real_cmd(scenario, seed, duration, compose, out, RealFlags { keep, json, toxiproxy_api })
         }
     })
+}
+
+/// `testbed real`'s switches.
+#[cfg(not(madsim))]
+struct RealFlags {
+    keep: bool,
+    json: bool,
+    toxiproxy_api: Option<std::net::SocketAddr>,
 }
 
 #[cfg(not(madsim))]
@@ -315,10 +335,10 @@ fn real_cmd(
     duration: std::time::Duration,
     compose: Option<std::path::PathBuf>,
     out: std::path::PathBuf,
-    keep: bool,
-    json: bool,
+    flags: RealFlags,
 ) -> u8 {
     use testbed::real::{LocalTools, Mode, RealOptions};
+    let RealFlags { keep, json, toxiproxy_api } = flags;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -332,7 +352,7 @@ fn real_cmd(
             }
         },
     };
-    let options = RealOptions { scenario, seed, duration, mode, out: out.clone(), keep };
+    let options = RealOptions { scenario, seed, duration, mode, out: out.clone(), keep, toxiproxy_api };
     println!("real {} seed {seed} for {duration:?}: {}", scenario.name(), scenario.about());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let report = match runtime.block_on(testbed::real::run(&options)) {

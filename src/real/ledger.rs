@@ -1,6 +1,7 @@
 //! The ledger on real infrastructure: deploy, drive the seeded workload, inject faults, heal,
 //! settle, read the event store and the read model back, and check.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ pub(crate) struct Deployment {
     /// PostgreSQL and NATS through (`ledger-partition`). Dropped after the processes.
     pub(crate) partition: Option<(Netns, Vec<ToxicProxy>)>,
     /// Latency proxies between every role and PostgreSQL and NATS (`ledger-latency`).
-    pub(crate) toxics: Vec<ToxicProxy>,
+    pub(crate) toxics: BTreeMap<String, Arc<ToxicProxy>>,
 }
 
 /// The roles `ledger-partition` runs in its network namespace.
@@ -83,7 +84,7 @@ pub(crate) async fn deploy_local(
     let [events_url, read_url] = local_databases(tools, id);
     // With latency proxies, every role reaches PostgreSQL and NATS through them; the runner's
     // own reads go straight to PostgreSQL.
-    let mut toxic_proxies = Vec::new();
+    let mut toxic_proxies = BTreeMap::new();
     let (mut role_events, mut role_read, mut role_nats) =
         (events_url.clone(), read_url.clone(), format!("nats://127.0.0.1:{nats_port}"));
     if extras.toxics {
@@ -92,7 +93,8 @@ pub(crate) async fn deploy_local(
         role_events = toxics::through(&events_url, &postgres.addr())?;
         role_read = toxics::through(&read_url, &postgres.addr())?;
         role_nats = format!("nats://{}", nats.addr());
-        toxic_proxies = vec![postgres, nats];
+        toxic_proxies =
+            BTreeMap::from([("postgres".to_string(), Arc::new(postgres)), ("nats".to_string(), Arc::new(nats))]);
     }
     let env = [
         ("LEDGER_DATABASE_URL".to_string(), role_events),
@@ -178,7 +180,7 @@ fn deploy_compose(file: &std::path::Path, id: &str) -> Deployment {
         databases: vec![],
         prefix: format!("{id}-"),
         partition: None,
-        toxics: Vec::new(),
+        toxics: BTreeMap::new(),
     }
 }
 
@@ -216,7 +218,17 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
         }
         Mode::Compose { file } => deploy_compose(file, &id),
     };
+    let api = match super::toxiproxy_api_for(options, &deployment.toxics).await {
+        Ok(api) => api,
+        Err(e) => {
+            super::teardown(&deployment.backend, options, &deployment.databases).await;
+            return Err(e);
+        }
+    };
     let result = drive(options, &deployment, started).await;
+    if let Some(api) = api {
+        api.abort();
+    }
     super::teardown(&deployment.backend, options, &deployment.databases).await;
     result
 }
@@ -320,7 +332,7 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         other => return Err(RealError::Setup(format!("{} is not a ledger scenario", other.name()))),
     }
     d.backend.heal(options.scenario.fault_roles()).await?;
-    for proxy in &d.toxics {
+    for proxy in d.toxics.values() {
         proxy.set_latency(0).await?;
     }
     if let Some((netns, _)) = &d.partition
@@ -364,11 +376,15 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
 
 /// `ledger-latency`'s levels: each of [`LATENCY_LEVELS_MS`] for a quarter of the run, added to
 /// every answer of PostgreSQL and NATS, then none.
-async fn latency_levels(proxies: &[ToxicProxy], duration: Duration, clock: Clock) -> Result<Vec<FaultLog>, RealError> {
+async fn latency_levels(
+    proxies: &BTreeMap<String, Arc<ToxicProxy>>,
+    duration: Duration,
+    clock: Clock,
+) -> Result<Vec<FaultLog>, RealError> {
     let mut log = Vec::new();
     let level_for = duration / LATENCY_LEVELS_MS.len() as u32;
     for added_ms in LATENCY_LEVELS_MS {
-        for proxy in proxies {
+        for proxy in proxies.values() {
             proxy.set_latency(added_ms).await?;
         }
         log.push(FaultLog {
@@ -378,7 +394,7 @@ async fn latency_levels(proxies: &[ToxicProxy], duration: Duration, clock: Clock
         });
         tokio::time::sleep(level_for).await;
     }
-    for proxy in proxies {
+    for proxy in proxies.values() {
         proxy.set_latency(0).await?;
     }
     log.push(FaultLog { at_ms: clock.millis(), action: "latency 0ms".into(), role: "postgres, nats".into() });

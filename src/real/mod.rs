@@ -15,6 +15,7 @@ pub mod netns;
 pub mod orders;
 pub mod procs;
 pub mod toxics;
+pub mod toxiproxy_api;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -292,6 +293,8 @@ pub struct RealOptions {
     pub out: PathBuf,
     /// Keep the run's databases (local mode) for inspection.
     pub keep: bool,
+    /// Serve Toxiproxy's HTTP API over the run's latency proxies on this address.
+    pub toxiproxy_api: Option<std::net::SocketAddr>,
 }
 
 /// One fault as it happened.
@@ -482,6 +485,24 @@ async fn teardown(backend: &Backend, options: &RealOptions, databases: &[String]
     if !options.keep {
         drop_databases(databases).await;
     }
+}
+
+/// Toxiproxy's API over a run's latency proxies, when asked for (`--toxiproxy-api`); a run
+/// without proxies refuses it rather than serve an empty API.
+async fn toxiproxy_api_for(
+    options: &RealOptions,
+    proxies: &std::collections::BTreeMap<String, std::sync::Arc<toxics::ToxicProxy>>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, RealError> {
+    let Some(addr) = options.toxiproxy_api else { return Ok(None) };
+    if proxies.is_empty() {
+        return Err(RealError::Setup(format!(
+            "--toxiproxy-api: {} has no latency proxies (redis-latency and ledger-latency have)",
+            options.scenario.name()
+        )));
+    }
+    let api = toxiproxy_api::serve(addr, std::sync::Arc::new(proxies.clone())).await?;
+    println!("Toxiproxy API on http://{addr} (proxies: {})", proxies.keys().cloned().collect::<Vec<_>>().join(", "));
+    Ok(Some(api))
 }
 
 /// Drops databases (errors logged: the run's result matters more).

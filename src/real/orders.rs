@@ -48,7 +48,7 @@ pub(crate) struct Deployment {
     pub(crate) prefix: String,
     /// Latency proxies between the services and their dependencies, by dependency (`redis`,
     /// `postgres`), where the scenario asks for them.
-    pub(crate) toxics: BTreeMap<String, ToxicProxy>,
+    pub(crate) toxics: BTreeMap<String, Arc<ToxicProxy>>,
 }
 
 /// How a local deployment is set up: the API's admission limits (orders per user per second,
@@ -135,8 +135,8 @@ pub(crate) async fn deploy_local(
         let postgres = ToxicProxy::start("postgres", &toxics::host_port(&database_url)?).await?;
         service_redis = toxics::through(&redis_url, &redis.addr())?;
         service_db = toxics::through(&database_url, &postgres.addr())?;
-        toxics.insert("redis".to_string(), redis);
-        toxics.insert("postgres".to_string(), postgres);
+        toxics.insert("redis".to_string(), Arc::new(redis));
+        toxics.insert("postgres".to_string(), Arc::new(postgres));
     }
     let env = [
         ("ORDERS_DATABASE_URL".to_string(), service_db),
@@ -237,11 +237,21 @@ pub async fn run(options: &RealOptions) -> Result<RealReport, RealError> {
         }
         Mode::Compose { file } => deploy_compose(file, &id),
     };
+    let api = match super::toxiproxy_api_for(options, &deployment.toxics).await {
+        Ok(api) => api,
+        Err(e) => {
+            super::teardown(&deployment.backend, options, &deployment.databases).await;
+            return Err(e);
+        }
+    };
     let result = if options.scenario == RealScenario::RedisLatency {
         latency_table(options, &deployment, started).await
     } else {
         drive(options, &deployment, started).await
     };
+    if let Some(api) = api {
+        api.abort();
+    }
     super::teardown(&deployment.backend, options, &deployment.databases).await;
     result
 }

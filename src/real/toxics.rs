@@ -6,8 +6,8 @@
 //! Toxiproxy's latency toxic, and its semantics: on the downstream direction (what the
 //! dependency sends back), each chunk released `latency` after it was *received* (Toxiproxy
 //! subtracts the time a chunk already waited), so answers pipelined on one connection are each
-//! late by `latency`, not by the sum of the ones before them. This proxy has no HTTP API of its
-//! own: the runner sets the latency in-process.
+//! late by `latency`, not by the sum of the ones before them. The runner sets the latency
+//! in-process; `toxiproxy_api` serves Toxiproxy's HTTP API over these proxies on request.
 //!
 //! The noxious crate (a Rust port of Toxiproxy, its core library on crates.io) was used first:
 //! its latency toxic sleeps `latency` for each chunk after the previous chunk's sleep, which on
@@ -31,6 +31,8 @@ use super::procs::free_port;
 pub const UPSTREAM_CONNECT_MAX: Duration = Duration::from_secs(5);
 /// Chunks held per direction of a connection before the reader waits for the writer.
 pub const CHUNKS_IN_FLIGHT_MAX: usize = 1024;
+/// The name `toxiproxy-cli toxic add -t latency` gives the toxic, and the runner's levels use.
+pub const DEFAULT_TOXIC: &str = "latency_downstream";
 /// Pause after a failed accept (out of descriptors, say) before the next.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Bytes read at once (Toxiproxy's buffer size).
@@ -43,6 +45,8 @@ pub struct ToxicProxy {
     pub port: u16,
     pub upstream: String,
     latency_ms: Arc<AtomicU64>,
+    /// The latency toxic's name while there is one (Toxiproxy's API names toxics).
+    toxic_name: std::sync::Mutex<Option<String>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -106,7 +110,15 @@ impl ToxicProxy {
                 });
             }
         });
-        Ok(ToxicProxy { name: name.into(), host: host.into(), port, upstream: upstream.into(), latency_ms, accept })
+        Ok(ToxicProxy {
+            name: name.into(),
+            host: host.into(),
+            port,
+            upstream: upstream.into(),
+            latency_ms,
+            toxic_name: std::sync::Mutex::new(None),
+            accept,
+        })
     }
 
     /// `host:port` to give the services instead of the upstream's.
@@ -122,9 +134,32 @@ impl ToxicProxy {
     /// Adds `ms` of latency to everything the upstream sends back from now on; 0 removes it.
     /// Connections already open take the change too.
     pub async fn set_latency(&self, ms: u64) -> Result<(), RealError> {
-        self.latency_ms.store(ms, Ordering::SeqCst);
-        tracing::info!(proxy = %self.name, latency_ms = ms, "latency set");
+        if ms == 0 {
+            self.clear_toxic();
+        } else {
+            self.set_toxic(DEFAULT_TOXIC, ms);
+        }
         Ok(())
+    }
+
+    /// The latency toxic, if any: its name and milliseconds.
+    pub fn toxic(&self) -> Option<(String, u64)> {
+        let name = self.toxic_name.lock().expect("not poisoned").clone()?;
+        Some((name, self.latency_ms()))
+    }
+
+    /// Sets the latency toxic `name` to `ms`.
+    pub fn set_toxic(&self, name: &str, ms: u64) {
+        *self.toxic_name.lock().expect("not poisoned") = Some(name.to_string());
+        self.latency_ms.store(ms, Ordering::SeqCst);
+        tracing::info!(proxy = %self.name, toxic = name, latency_ms = ms, "latency set");
+    }
+
+    /// Removes the latency toxic.
+    pub fn clear_toxic(&self) {
+        *self.toxic_name.lock().expect("not poisoned") = None;
+        self.latency_ms.store(0, Ordering::SeqCst);
+        tracing::info!(proxy = %self.name, "latency removed");
     }
 }
 
