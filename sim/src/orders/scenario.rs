@@ -202,6 +202,9 @@ fn build(handle: &Handle) -> World {
     World { redis, kafka, db, nodes, mid_request_kill }
 }
 
+/// `api-killed`: when api-1's kill is armed (its next accepted order is never answered).
+pub const API_KILL_ARMED_AFTER: Duration = Duration::from_millis(500);
+
 async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
     let mut api = OrderApi::new(
         SimStockCache::connect().await,
@@ -547,11 +550,11 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             ctx.expect(failed == 0, format!("{failed} orders refused while only PostgreSQL was down"));
         }
         OrdersScenario::ApiKilled => {
-            // After 3 s, api-1 is killed exactly between accepting an order (reserved in Redis,
-            // produced to Kafka) and answering it.
+            // Early in the sale (stock left for the orders after it), api-1 is killed exactly
+            // between accepting an order (reserved in Redis, produced to Kafka) and answering it.
             let (injector, kill) = (ctx.injector.clone(), ctx.world.mid_request_kill.clone());
             let chaos = madsim::task::spawn(async move {
-                madsim::time::sleep(Duration::from_secs(3)).await;
+                madsim::time::sleep(API_KILL_ARMED_AFTER).await;
                 kill.lock().expect("not poisoned").armed = Some("api-1".into());
                 let deadline = madsim::time::Instant::now() + crate::ledger::scenario::MID_REQUEST_ARM_MAX;
                 while kill.lock().expect("not poisoned").held.is_empty() && madsim::time::Instant::now() < deadline {
