@@ -389,6 +389,11 @@ fn real_cmd(
     for fault in &report.faults {
         println!("  fault at {:>6} ms: {} {}", fault.at_ms, fault.action, fault.role);
     }
+    if let Some(n) = report.gateway_answers {
+        println!(
+            "{n} requests answered 502/504 by the proxy (taken by an instance it then lost), each retried with its key"
+        );
+    }
     if !report.latency.is_empty() {
         println!("\n{}", testbed::real::orders::latency_markdown(&report.latency));
     }

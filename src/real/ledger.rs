@@ -240,8 +240,11 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
         apis: Arc::new(d.apis.clone()),
         query: d.query.clone(),
         clock,
-        requests: matches!(options.scenario, RealScenario::LedgerLatency | RealScenario::LedgerPartition)
-            .then(Arc::default),
+        requests: matches!(
+            options.scenario,
+            RealScenario::LedgerLatency | RealScenario::LedgerPartition | RealScenario::ApiKilledBehindProxy
+        )
+        .then(Arc::default),
     };
     let history = History::new();
     let ops: Arc<Mutex<Vec<OpRecord>>> = Arc::default();
@@ -360,11 +363,13 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     let mut report = RealReport::new(options, &ops, history, started);
     if let Some(requests) = &transport.requests {
         let requests = requests.lock().expect("not poisoned");
-        if options.scenario == RealScenario::LedgerLatency {
-            report.latency = latency_rows(&requests, &faults);
-            violations_of_levels(&report.latency, &mut violations);
-        } else {
-            violations.extend(partition_seen(&requests, &faults));
+        match options.scenario {
+            RealScenario::LedgerLatency => {
+                report.latency = latency_rows(&requests, &faults);
+                violations_of_levels(&report.latency, &mut violations);
+            }
+            RealScenario::LedgerPartition => violations.extend(partition_seen(&requests, &faults)),
+            _ => report.gateway_answers = Some(requests.iter().filter(|r| matches!(r.status, 502 | 504)).count()),
         }
     }
     report.persisted = events.len();

@@ -323,6 +323,11 @@ pub struct RealReport {
     pub violations: Vec<Violation>,
     pub settled: bool,
     pub wall_seconds: f64,
+    /// Behind a proxy: requests the proxy answered 502 or 504 itself (an instance took them and
+    /// was killed, or held them past the proxy's timeout while paused): kills that landed
+    /// mid-request. Each was retried with its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_answers: Option<usize>,
     /// Spec 003's latency table (`redis-latency`): one row per latency level.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<orders::LatencyRow>,
@@ -353,6 +358,7 @@ impl RealReport {
             violations: Vec::new(),
             settled: false,
             wall_seconds: started.elapsed().as_secs_f64(),
+            gateway_answers: None,
             latency: Vec::new(),
             history,
         }

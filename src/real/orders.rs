@@ -463,6 +463,10 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     report.faults = faults;
     report.violations = violations;
     report.settled = drained;
+    if options.scenario.extras().proxy {
+        let requests = shop.requests.lock().expect("not poisoned");
+        report.gateway_answers = Some(requests.iter().filter(|(_, status)| matches!(status, 502 | 504)).count());
+    }
     Ok(report)
 }
 

@@ -283,7 +283,8 @@ impl Drop for Local {
 pub const HAPROXY_DEFAULTS: &str = "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
      timeout server 5s\n  retries 2\n  option redispatch\n  retry-on conn-failure\n";
 
-/// HAProxy's configuration in front of API instances: round robin, health checks on `/health`
+/// HAProxy's configuration in front of API instances (each request logged to its log, with
+/// the instance, timings and how it ended): round robin, health checks on `/health`
 /// every 300 ms (two failures take an instance out, two successes bring it back; an instance
 /// that answers 503 because a dependency every instance shares is down stays in, so clients get
 /// the service's own answer, not the proxy's), a request
@@ -293,7 +294,8 @@ pub const HAPROXY_DEFAULTS: &str = "defaults\n  mode http\n  timeout connect 1s\
 pub fn haproxy_config(backend: &str, port: u16, servers: &[u16]) -> String {
     let mut config = format!(
         "global\n  maxconn 4096\n\n{HAPROXY_DEFAULTS}\n\
-         frontend {backend}_in\n  bind 127.0.0.1:{port}\n  default_backend {backend}\n\n\
+         frontend {backend}_in\n  bind 127.0.0.1:{port}\n  log stderr format raw local0 info\n  option httplog\n  \
+         default_backend {backend}\n\n\
          backend {backend}\n  balance roundrobin\n  option httpchk GET /health\n  \
          http-check expect rstatus ^(200|503)$\n  default-server inter 300ms fall 2 rise 2\n"
     );
