@@ -44,9 +44,10 @@ pub struct ToxicProxy {
     pub host: String,
     pub port: u16,
     pub upstream: String,
+    /// What the connections read; written only under `toxic`'s lock.
     latency_ms: Arc<AtomicU64>,
-    /// The latency toxic's name while there is one (Toxiproxy's API names toxics).
-    toxic_name: std::sync::Mutex<Option<String>>,
+    /// The latency toxic, if any: its name (Toxiproxy's API names toxics) and milliseconds.
+    toxic: std::sync::Mutex<Option<(String, u64)>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -116,7 +117,7 @@ impl ToxicProxy {
             port,
             upstream: upstream.into(),
             latency_ms,
-            toxic_name: std::sync::Mutex::new(None),
+            toxic: std::sync::Mutex::new(None),
             accept,
         })
     }
@@ -144,20 +145,59 @@ impl ToxicProxy {
 
     /// The latency toxic, if any: its name and milliseconds.
     pub fn toxic(&self) -> Option<(String, u64)> {
-        let name = self.toxic_name.lock().expect("not poisoned").clone()?;
-        Some((name, self.latency_ms()))
+        self.toxic.lock().expect("not poisoned").clone()
     }
 
-    /// Sets the latency toxic `name` to `ms`.
+    /// Sets the latency toxic `name` to `ms`, replacing any (the scenario's levels do).
     pub fn set_toxic(&self, name: &str, ms: u64) {
-        *self.toxic_name.lock().expect("not poisoned") = Some(name.to_string());
+        let mut toxic = self.toxic.lock().expect("not poisoned");
+        *toxic = Some((name.to_string(), ms));
         self.latency_ms.store(ms, Ordering::SeqCst);
         tracing::info!(proxy = %self.name, toxic = name, latency_ms = ms, "latency set");
     }
 
-    /// Removes the latency toxic.
+    /// Adds the latency toxic `name` unless there is one; returns the one there is.
+    pub fn try_add(&self, name: &str, ms: u64) -> Result<(), String> {
+        let mut toxic = self.toxic.lock().expect("not poisoned");
+        if let Some((existing, _)) = toxic.as_ref() {
+            return Err(existing.clone());
+        }
+        *toxic = Some((name.to_string(), ms));
+        self.latency_ms.store(ms, Ordering::SeqCst);
+        tracing::info!(proxy = %self.name, toxic = name, latency_ms = ms, "latency added");
+        Ok(())
+    }
+
+    /// Changes the latency of the toxic `name`; false when there is no such toxic.
+    pub fn update(&self, name: &str, ms: u64) -> bool {
+        let mut toxic = self.toxic.lock().expect("not poisoned");
+        match toxic.as_mut() {
+            Some((existing, latency)) if existing == name => {
+                *latency = ms;
+                self.latency_ms.store(ms, Ordering::SeqCst);
+                tracing::info!(proxy = %self.name, toxic = name, latency_ms = ms, "latency changed");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the toxic `name`; false when there is no such toxic.
+    pub fn remove_if(&self, name: &str) -> bool {
+        let mut toxic = self.toxic.lock().expect("not poisoned");
+        if toxic.as_ref().is_some_and(|(existing, _)| existing == name) {
+            *toxic = None;
+            self.latency_ms.store(0, Ordering::SeqCst);
+            tracing::info!(proxy = %self.name, toxic = name, "latency removed");
+            return true;
+        }
+        false
+    }
+
+    /// Removes the latency toxic, whatever its name.
     pub fn clear_toxic(&self) {
-        *self.toxic_name.lock().expect("not poisoned") = None;
+        let mut toxic = self.toxic.lock().expect("not poisoned");
+        *toxic = None;
         self.latency_ms.store(0, Ordering::SeqCst);
         tracing::info!(proxy = %self.name, "latency removed");
     }

@@ -4,9 +4,10 @@
 //! add or remove latency by hand (`toxiproxy-cli -h ADDR toxic add -t latency -a latency=200
 //! redis`), beside the levels the scenario sets itself.
 //!
-//! Routes: `GET /version`, `GET /proxies`, `GET /proxies/{proxy}`, `GET
-//! /proxies/{proxy}/toxics`, `POST /proxies/{proxy}/toxics`, `DELETE
-//! /proxies/{proxy}/toxics/{toxic}`, `POST /reset`. A toxic these proxies cannot carry (another
+//! Routes: `GET /version`, `GET /proxies`, `GET /proxies/{proxy}`, `GET` and `POST
+//! /proxies/{proxy}/toxics`, `GET`, `POST` or `PATCH` (update) and `DELETE
+//! /proxies/{proxy}/toxics/{toxic}`, `POST /reset`. The scenario's own levels replace whatever
+//! toxic an operator added when they change. A toxic these proxies cannot carry (another
 //! type, the upstream stream, a toxicity below 1, jitter) is refused with 400 and a JSON body
 //! naming the field; an unknown proxy or toxic is 404; a second toxic on a proxy is 409.
 
@@ -18,7 +19,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::RealError;
@@ -104,12 +105,51 @@ fn parse_toxic(body: &Value) -> Result<(String, u64), ApiError> {
     if attributes.get("jitter").is_some_and(|j| j.as_u64() != Some(0)) {
         return Err(bad("attributes.jitter", "jitter is not supported"));
     }
+    // toxiproxy-cli sends an empty name when none is given; Toxiproxy names it `<type>_<stream>`.
     let name = match object.get("name") {
-        None | Some(Value::Null) => "latency_downstream".to_string(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(bad("name", "name must be a non-empty string")),
+        None | Some(Value::Null) => super::toxics::DEFAULT_TOXIC.to_string(),
+        Some(Value::String(s)) if s.is_empty() => super::toxics::DEFAULT_TOXIC.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("name", "name must be a string")),
     };
     Ok((name, latency))
+}
+
+/// The latency of an update (`toxiproxy-cli toxic update -a latency=MS`): only attributes.
+fn parse_update(body: &[u8]) -> Result<u64, ApiError> {
+    let bad = |field: &str, message: &str| error(StatusCode::BAD_REQUEST, Some(field), message.to_string());
+    let body: Value = serde_json::from_slice(body).map_err(|_| bad("body", "the body is not JSON"))?;
+    if body.get("toxicity").is_some_and(|t| t.as_f64() != Some(1.0)) {
+        return Err(bad("toxicity", "only a toxicity of 1 is supported"));
+    }
+    if body.pointer("/attributes/jitter").is_some_and(|j| j.as_u64() != Some(0)) {
+        return Err(bad("attributes.jitter", "jitter is not supported"));
+    }
+    body.pointer("/attributes/latency")
+        .ok_or_else(|| bad("attributes.latency", "latency is required"))?
+        .as_u64()
+        .ok_or_else(|| bad("attributes.latency", "latency must be whole milliseconds"))
+}
+
+/// `POST` or `PATCH /proxies/{proxy}/toxics/{toxic}`: a new latency for the toxic.
+async fn update(
+    State(p): State<Proxies>,
+    Path((name, toxic)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let proxy = match find(&p, &name) {
+        Ok(proxy) => proxy,
+        Err(e) => return e.into_response(),
+    };
+    let latency = match parse_update(&body) {
+        Ok(latency) => latency,
+        Err(e) => return e.into_response(),
+    };
+    if proxy.update(&toxic, latency) {
+        Json(toxic_json(proxy).unwrap_or(Value::Null)).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, Some("toxic"), format!("toxic not found: {toxic}")).into_response()
+    }
 }
 
 /// The API's routes over `proxies`.
@@ -154,29 +194,40 @@ pub fn router(proxies: Proxies) -> axum::Router {
                     Ok(parsed) => parsed,
                     Err(e) => return e.into_response(),
                 };
-                if let Some((existing, _)) = proxy.toxic() {
+                if let Err(existing) = proxy.try_add(&toxic, latency) {
                     let message = format!("toxic already exists: {existing}");
                     return error(StatusCode::CONFLICT, Some("name"), message).into_response();
                 }
-                proxy.set_toxic(&toxic, latency);
                 Json(toxic_json(proxy).unwrap_or(Value::Null)).into_response()
             }),
         )
         .route(
             "/proxies/{proxy}/toxics/{toxic}",
-            delete(|State(p): State<Proxies>, Path((name, toxic)): Path<(String, String)>| async move {
+            get(|State(p): State<Proxies>, Path((name, toxic)): Path<(String, String)>| async move {
                 let proxy = match find(&p, &name) {
                     Ok(proxy) => proxy,
                     Err(e) => return e.into_response(),
                 };
                 match proxy.toxic() {
                     Some((existing, _)) if existing == toxic => {
-                        proxy.clear_toxic();
-                        StatusCode::NO_CONTENT.into_response()
+                        Json(toxic_json(proxy).unwrap_or(Value::Null)).into_response()
                     }
                     _ => {
                         error(StatusCode::NOT_FOUND, Some("toxic"), format!("toxic not found: {toxic}")).into_response()
                     }
+                }
+            })
+            .post(update)
+            .patch(update)
+            .delete(|State(p): State<Proxies>, Path((name, toxic)): Path<(String, String)>| async move {
+                let proxy = match find(&p, &name) {
+                    Ok(proxy) => proxy,
+                    Err(e) => return e.into_response(),
+                };
+                if proxy.remove_if(&toxic) {
+                    StatusCode::NO_CONTENT.into_response()
+                } else {
+                    error(StatusCode::NOT_FOUND, Some("toxic"), format!("toxic not found: {toxic}")).into_response()
                 }
             }),
         )
@@ -245,6 +296,17 @@ mod tests {
         assert_eq!(proxy.latency_ms(), 100);
         let (status, _) = call(addr, "POST", "/proxies/redis/toxics", Some(toxic)).await;
         assert_eq!(status, 409);
+        // `toxic update -a latency=150`, then the toxic read back.
+        let (status, body) = call(
+            addr,
+            "POST",
+            "/proxies/redis/toxics/latency_downstream",
+            Some(json!({"attributes": {"latency": 150}})),
+        )
+        .await;
+        assert_eq!((status, body["attributes"]["latency"].as_u64()), (200, Some(150)), "{body}");
+        assert_eq!(proxy.latency_ms(), 150);
+        assert_eq!(call(addr, "GET", "/proxies/redis/toxics/latency_downstream", None).await.0, 200);
 
         // What these proxies cannot do is refused, naming the field, and changes nothing.
         for (bad, field) in [
@@ -258,7 +320,7 @@ mod tests {
             let (status, body) = call(addr, "POST", "/proxies/redis/toxics", Some(bad)).await;
             assert_eq!((status, body["field"].as_str()), (400, Some(field)), "{body}");
         }
-        assert_eq!(proxy.latency_ms(), 100);
+        assert_eq!(proxy.latency_ms(), 150);
         assert_eq!(call(addr, "GET", "/proxies/nope", None).await.0, 404);
         assert_eq!(call(addr, "DELETE", "/proxies/redis/toxics/other", None).await.0, 404);
 
@@ -266,6 +328,12 @@ mod tests {
         assert_eq!(status, 204);
         assert_eq!(proxy.latency_ms(), 0);
         assert_eq!(call(addr, "GET", "/proxies/redis/toxics", None).await.1, json!([]));
+        // What toxiproxy-cli sends without `-n`: an empty name, which gets Toxiproxy's default.
+        let unnamed = json!({"name": "", "type": "latency", "stream": "downstream", "toxicity": 1,
+                             "attributes": {"latency": 200}});
+        let (status, body) = call(addr, "POST", "/proxies/redis/toxics", Some(unnamed)).await;
+        assert_eq!((status, body["name"].as_str()), (200, Some("latency_downstream")), "{body}");
+        assert_eq!(proxy.latency_ms(), 200);
         api.abort();
     }
 }
