@@ -395,7 +395,7 @@ fn real_cmd(
         );
     }
     if !report.latency.is_empty() {
-        println!("\n{}", testbed::real::orders::latency_markdown(&report.latency));
+        println!("\n{}", testbed::real::toxics::latency_markdown(&report.latency));
     }
     for v in &report.violations {
         println!("VIOLATION {}: {}", v.invariant, v.message);

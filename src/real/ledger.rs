@@ -15,9 +15,8 @@ use sim::ledger::invariants::{self, OpRecord, Violation};
 use sim::ledger::workload::{self, Client, Op, WorkloadConfig};
 
 use super::netns::Netns;
-use super::orders::{LATENCY_LEVELS_MS, LatencyRow};
 use super::procs::{Backend, Compose, Local, Spec, free_port};
-use super::toxics::{self, ToxicProxy};
+use super::toxics::{self, LATENCY_LEVELS_MS, LatencyRow, ToxicProxy, violations_of_levels};
 use super::transport::{Http, LedgerTransport, Sent};
 use super::{
     CLIENTS_GRACE_MAX, Clock, Extras, FaultLog, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX,
@@ -423,32 +422,6 @@ fn latency_rows(requests: &[Sent], levels: &[FaultLog]) -> Vec<LatencyRow> {
         rows.push(LatencyRow::of(*added_ms, &level));
     }
     rows
-}
-
-/// What a latency run must show: no errors without added latency, and the latency reaching
-/// the clients at 50 and 100 ms (a command makes several round trips to the store).
-pub(crate) fn violations_of_levels(rows: &[LatencyRow], violations: &mut Vec<Violation>) {
-    if let Some(row) = rows.iter().find(|r| r.added_ms == 0)
-        && row.errors_percent > 0.0
-    {
-        violations.push(Violation::new(
-            "scenario-expectation",
-            format!("{:.1}% errors with no latency added", row.errors_percent),
-        ));
-    }
-    // A level in which no request was sent and answered says nothing either way (at 500 ms a
-    // ledger command outlasts a short level); the table shows its 0 requests.
-    for row in rows.iter().filter(|r| r.added_ms > 0 && r.added_ms < 500 && r.requests > 0) {
-        if row.p50_ms < row.added_ms as f64 {
-            violations.push(Violation::new(
-                "scenario-expectation",
-                format!(
-                    "p50 {:.1} ms with {} ms added: the latency did not reach the clients",
-                    row.p50_ms, row.added_ms
-                ),
-            ));
-        }
-    }
 }
 
 /// `ledger-partition` must show its cuts: in each, a request sent to the partitioned instance

@@ -330,7 +330,7 @@ pub struct RealReport {
     pub gateway_answers: Option<usize>,
     /// Spec 003's latency table (`redis-latency`): one row per latency level.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub latency: Vec<orders::LatencyRow>,
+    pub latency: Vec<toxics::LatencyRow>,
     #[serde(skip)]
     pub history: Vec<HistoryEvent>,
 }

@@ -19,7 +19,7 @@ use sim::orders::invariants as inv;
 use sim::orders::workload::{self, ORDER_ATTEMPTS_MAX, ORDER_RETRY_PAUSE, ORDER_TIMEOUT, OrderAttempts, OrderStep};
 
 use super::procs::{Action, Backend, Compose, Local, Spec, free_port};
-use super::toxics::{self, ToxicProxy};
+use super::toxics::{self, LATENCY_LEVELS_MS, LatencyRow, ToxicProxy};
 use super::transport::Http;
 use super::{Clock, Extras, Mode, RealError, RealOptions, RealReport, RealScenario, SETTLE_MAX, SETTLE_POLL};
 
@@ -298,6 +298,32 @@ impl Shop {
         attempts.finish()
     }
 
+    /// One order placed as process `process` of the history: its invoke and completion
+    /// recorded, its outcome returned for the invariants.
+    async fn recorded_order(
+        &self,
+        history: &History,
+        clock: Clock,
+        process: u64,
+        user: &str,
+        key: String,
+        first_api: usize,
+    ) -> OpRecord {
+        let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", clock.nanos());
+        invoke.key = Some(self.product.clone());
+        invoke.value = Some(json!(user));
+        history.record(invoke);
+        let (kind, detail) = self.place_order(user, &key, first_api).await;
+        let mut done = HistoryEvent::new(process, kind, "order", clock.nanos());
+        done.key = Some(self.product.clone());
+        match kind {
+            EventKind::Ok => done.value = Some(json!(detail)),
+            _ => done.error = Some(detail),
+        }
+        history.record(done);
+        OpRecord { key, f: "order".into(), outcome: kind.name().into() }
+    }
+
     async fn wait_in_room(&self, user: &str) -> Option<String> {
         let joined =
             self.http.send(&self.room, workload::room_join_request(&self.product, user), ORDER_TIMEOUT).await?;
@@ -362,24 +388,11 @@ fn start_sale(
                 }
                 let (user, key) = workload::slot_user_and_key(slot);
                 let (user, key) = (format!("{prefix}{user}"), format!("{prefix}{key}"));
-                let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", clock.nanos());
-                invoke.key = Some(shop.product.clone());
-                invoke.value = Some(json!(user));
-                history.record(invoke);
-                let (kind, detail) = shop.place_order(&user, &key, rng.gen_range(0..shop.apis.len())).await;
-                let mut done = HistoryEvent::new(process, kind, "order", clock.nanos());
-                done.key = Some(shop.product.clone());
-                match kind {
-                    EventKind::Ok => done.value = Some(json!(detail)),
-                    _ => done.error = Some(detail),
-                }
-                history.record(done);
-                ops.lock().expect("not poisoned").push(OpRecord {
-                    key,
-                    f: "order".into(),
-                    outcome: kind.name().into(),
-                });
-                if kind == EventKind::Info {
+                let first_api = rng.gen_range(0..shop.apis.len());
+                let op = shop.recorded_order(&history, clock, process, &user, key, first_api).await;
+                let kind = op.outcome.clone();
+                ops.lock().expect("not poisoned").push(op);
+                if kind == EventKind::Info.name() {
                     process += clients as u64;
                 }
             }
@@ -470,58 +483,10 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     Ok(report)
 }
 
-/// The latency levels of spec 003's test 2, in milliseconds added to every answer of Redis.
-pub const LATENCY_LEVELS_MS: [u64; 4] = [0, 50, 100, 500];
 /// Items of each level's sale (twice as many orders are placed).
 pub const LATENCY_SALE_STOCK: u64 = 300;
 /// Concurrent clients of each level's sale.
 pub const LATENCY_SALE_CLIENTS: usize = 24;
-
-/// One row of the latency table: the added latency and what the API's clients saw.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct LatencyRow {
-    pub added_ms: u64,
-    pub requests: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Requests answered 5xx or not in time, in percent.
-    pub errors_percent: f64,
-}
-
-impl LatencyRow {
-    /// The row of one level's `/order` requests (duration, status; status 0 is no answer).
-    pub fn of(added_ms: u64, requests: &[(Duration, u16)]) -> LatencyRow {
-        let mut times: Vec<Duration> = requests.iter().map(|(d, _)| *d).collect();
-        times.sort();
-        let at = |q: f64| -> f64 {
-            if times.is_empty() {
-                return 0.0;
-            }
-            let index = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
-            times[index].as_secs_f64() * 1000.0
-        };
-        let errors = requests.iter().filter(|(_, status)| *status == 0 || *status >= 500).count();
-        LatencyRow {
-            added_ms,
-            requests: requests.len(),
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-            errors_percent: if requests.is_empty() { 0.0 } else { 100.0 * errors as f64 / requests.len() as f64 },
-        }
-    }
-}
-
-/// The spec's table as Markdown.
-pub fn latency_markdown(rows: &[LatencyRow]) -> String {
-    let mut out = String::from("| Latency Added | requests | API p50 | API p99 | Errors |\n|---|---|---|---|---|\n");
-    for row in rows {
-        out.push_str(&format!(
-            "| {}ms | {} | {:.1}ms | {:.1}ms | {:.1}% |\n",
-            row.added_ms, row.requests, row.p50_ms, row.p99_ms, row.errors_percent
-        ));
-    }
-    out
-}
 
 /// Spec 003, test 2: a sale per latency level, with that much latency added to Redis's answers
 /// by the proxy between the services and Redis; the API's p50, p99 and errors per level. Every
@@ -540,25 +505,11 @@ async fn latency_table(options: &RealOptions, d: &Deployment, started: Instant) 
     // like the others.
     let warm = shop_of(d, &format!("{}-warmup", d.product))?;
     init_sale(&warm, d.apis.len() as u64).await?;
-    let warm_ops = Arc::new(Mutex::new(Vec::new()));
+    let mut warmed = Vec::new();
     for api in 0..d.apis.len() {
         let (user, key) = (format!("{}warmup-user-{api}", d.prefix), format!("{}warmup-{api}", d.prefix));
-        let process = 9_000_000 + api as u64;
-        let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "order", clock.nanos());
-        invoke.key = Some(warm.product.clone());
-        invoke.value = Some(json!(user));
-        history.record(invoke);
-        let (kind, detail) = warm.place_order(&user, &key, api).await;
-        let mut done = HistoryEvent::new(process, kind, "order", clock.nanos());
-        done.key = Some(warm.product.clone());
-        match kind {
-            EventKind::Ok => done.value = Some(json!(detail)),
-            _ => done.error = Some(detail),
-        }
-        history.record(done);
-        warm_ops.lock().expect("not poisoned").push(OpRecord { key, f: "order".into(), outcome: kind.name().into() });
+        warmed.push(warm.recorded_order(&history, clock, 9_000_000 + api as u64, &user, key, api).await);
     }
-    let warmed = warm_ops.lock().expect("not poisoned").clone();
     sales.push((warm, d.apis.len() as u64, warmed));
     for (level, added_ms) in LATENCY_LEVELS_MS.into_iter().enumerate() {
         let product = format!("{}-{added_ms}ms", d.product);
@@ -601,7 +552,7 @@ async fn latency_table(options: &RealOptions, d: &Deployment, started: Instant) 
     let ops: Vec<OpRecord> = sales.into_iter().flat_map(|(_, _, ops)| ops).collect();
     // What spec 003 expects of the levels it passes: no errors without added latency, and the
     // latency seen by the API's clients (two Redis round trips per order at least).
-    super::ledger::violations_of_levels(&rows, &mut violations);
+    super::toxics::violations_of_levels(&rows, &mut violations);
     let mut report = RealReport::new(options, &ops, history.events(), started);
     report.persisted = persisted;
     report.faults = faults;

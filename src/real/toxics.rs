@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use sim::ledger::invariants::Violation;
+
 use super::RealError;
 use super::procs::free_port;
 
@@ -242,6 +244,81 @@ async fn pipe(
         let _ = writer.shutdown().await;
     };
     tokio::join!(read, write);
+}
+
+/// The latency levels of spec 003's test 2, in milliseconds added to every answer of Redis.
+pub const LATENCY_LEVELS_MS: [u64; 4] = [0, 50, 100, 500];
+
+/// One row of the latency table: the added latency and what the API's clients saw.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LatencyRow {
+    pub added_ms: u64,
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Requests answered 5xx or not in time, in percent.
+    pub errors_percent: f64,
+}
+
+impl LatencyRow {
+    /// The row of one level's `/order` requests (duration, status; status 0 is no answer).
+    pub fn of(added_ms: u64, requests: &[(Duration, u16)]) -> LatencyRow {
+        let mut times: Vec<Duration> = requests.iter().map(|(d, _)| *d).collect();
+        times.sort();
+        let at = |q: f64| -> f64 {
+            if times.is_empty() {
+                return 0.0;
+            }
+            let index = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
+            times[index].as_secs_f64() * 1000.0
+        };
+        let errors = requests.iter().filter(|(_, status)| *status == 0 || *status >= 500).count();
+        LatencyRow {
+            added_ms,
+            requests: requests.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            errors_percent: if requests.is_empty() { 0.0 } else { 100.0 * errors as f64 / requests.len() as f64 },
+        }
+    }
+}
+
+/// The spec's table as Markdown.
+pub fn latency_markdown(rows: &[LatencyRow]) -> String {
+    let mut out = String::from("| Latency Added | requests | API p50 | API p99 | Errors |\n|---|---|---|---|---|\n");
+    for row in rows {
+        out.push_str(&format!(
+            "| {}ms | {} | {:.1}ms | {:.1}ms | {:.1}% |\n",
+            row.added_ms, row.requests, row.p50_ms, row.p99_ms, row.errors_percent
+        ));
+    }
+    out
+}
+
+/// What a latency run must show: no errors without added latency, and the latency reaching
+/// the clients at 50 and 100 ms (a command makes several round trips to the store).
+pub fn violations_of_levels(rows: &[LatencyRow], violations: &mut Vec<Violation>) {
+    if let Some(row) = rows.iter().find(|r| r.added_ms == 0)
+        && row.errors_percent > 0.0
+    {
+        violations.push(Violation::new(
+            "scenario-expectation",
+            format!("{:.1}% errors with no latency added", row.errors_percent),
+        ));
+    }
+    // A level in which no request was sent and answered says nothing either way (at 500 ms a
+    // ledger command outlasts a short level); the table shows its 0 requests.
+    for row in rows.iter().filter(|r| r.added_ms > 0 && r.added_ms < 500 && r.requests > 0) {
+        if row.p50_ms < row.added_ms as f64 {
+            violations.push(Violation::new(
+                "scenario-expectation",
+                format!(
+                    "p50 {:.1} ms with {} ms added: the latency did not reach the clients",
+                    row.p50_ms, row.added_ms
+                ),
+            ));
+        }
+    }
 }
 
 /// `url` with its host and port replaced by `addr` (`host:port`): a service's database or

@@ -77,16 +77,20 @@ pub struct MidRequestKill {
 }
 
 impl MidRequestKill {
-    /// Whether `node`, which has just `done` the request `what` under `key`, must hold its
+    /// Whether `node`, which has just `done` the request `req`, must hold its
     /// answer: it is armed. Disarms it and records the held answer (in the trace too).
-    pub fn hold(kill: &Mutex<MidRequestKill>, node: &str, what: &str, key: Option<&str>, done: &str) -> bool {
+    pub fn hold(kill: &Mutex<MidRequestKill>, node: &str, req: &HttpReq, done: &str) -> bool {
         let mut kill = kill.lock().expect("not poisoned");
         if kill.armed.as_deref() != Some(node) {
             return false;
         }
         kill.armed = None;
-        kill.held.push(HeldReply { node: node.to_string(), key: key.map(str::to_string), at: trace::now_nanos() });
-        trace::record(node, &format!("{what} key={key:?} {done}; the answer is held until the kill"));
+        let key = req.idempotency_key.clone();
+        trace::record(
+            node,
+            &format!("{} {} key={key:?} {done}; the answer is held until the kill", req.method, req.path),
+        );
+        kill.held.push(HeldReply { node: node.to_string(), key, at: trace::now_nanos() });
         true
     }
 
@@ -240,11 +244,7 @@ async fn serve_api(index: usize, gateway: SocketAddr, name: String, kill: Arc<Mu
             let reply = route_api(&handler, &req).await;
             // A first outcome (not a replay of one): committed by this request, and the process
             // dies before the answer leaves it.
-            let what = format!("{} {}", req.method, req.path);
-            if reply.status == 201
-                && !reply.replayed
-                && MidRequestKill::hold(&kill, &name, &what, req.idempotency_key.as_deref(), "committed")
-            {
+            if reply.status == 201 && !reply.replayed && MidRequestKill::hold(&kill, &name, &req, "committed") {
                 futures::future::pending::<()>().await;
             }
             traced(&name, &req, reply)

@@ -229,10 +229,7 @@ async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
                 _ => services::ledger::api::Reply::error(404, "not_found", None, "no such route"),
             };
             // Reserved and queued, and the process dies before the answer leaves it.
-            if req.path == "/order"
-                && reply.status == 200
-                && MidRequestKill::hold(&kill, &name, "POST /order", req.idempotency_key.as_deref(), "accepted")
-            {
+            if req.path == "/order" && reply.status == 200 && MidRequestKill::hold(&kill, &name, &req, "accepted") {
                 futures::future::pending::<()>().await;
             }
             crate::ledger::world::traced(&name, &req, reply)
