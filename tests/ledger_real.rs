@@ -2,7 +2,7 @@
 //! model) and NATS JetStream on 127.0.0.1, never mocks. Each test has databases and a stream of
 //! its own; the test that stops NATS runs a nats-server of its own.
 
-#![cfg(not(madsim))]
+#![cfg(not(any(madsim, feature = "sim")))]
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! PostgreSQL on 127.0.0.1, never mocks. Each test runs a broker of its own (so one can be
 //! stopped) and a database of its own; tests that restart Redis run a redis-server of their own.
 
-#![cfg(not(madsim))]
+#![cfg(not(any(madsim, feature = "sim")))]
 
 mod support;
 
@@ -415,6 +415,78 @@ async fn redis_restart_then_reconcile_no_oversell() {
     let view = t.persisted(&product, 50).await;
     assert_eq!(view["dbStock"], 0, "{view}");
     t.cleanup().await;
+}
+
+/// A producer whose broker takes the order but whose answer is lost (a produce that timed out
+/// and landed): the message really is in the real broker's log, the API sees a failure.
+struct AnswerLost(services::adapters::kafka::KafkaOrderProducer);
+
+impl services::ports::orders::OrderProducer for AnswerLost {
+    async fn produce(&self, order: &models::orders::Order) -> Result<(), services::ports::orders::QueueError> {
+        services::ports::orders::OrderProducer::produce(&self.0, order).await?;
+        Err(services::ports::orders::QueueError::Ambiguous("the broker's answer was lost".into()))
+    }
+}
+
+/// Goal: ADR 5's race is closed on real Redis, broker and PostgreSQL. Compensated orders (their
+/// produce landed, their answer was lost, their items given back and sold to others) still wait
+/// in the topic when Redis restarts and forgets them; the worker must still skip them, so that
+/// every accepted order is persisted and none is refused "SOLD OUT in DB".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_with_compensated_orders_in_the_topic_loses_no_accepted_order() {
+    let mut t = TestOrders::start(true, 2000).await;
+    t.stop_worker().await;
+    let product = unique("console");
+    let stock = 10;
+    t.init(&product, stock).await;
+    let lossy = services::orders::api::OrderApi::new(
+        t.orders.cache.clone(),
+        AnswerLost(t.orders.producer.clone()),
+        t.orders.store.clone(),
+        "http://room".into(),
+    );
+    let body = |user: &str| json!({"productId": product, "userId": user}).to_string().into_bytes();
+    for i in 0..4 {
+        let key = format!("{product}-c{i}");
+        let answer = lossy.order(Some(key.as_bytes()), None, &body(&format!("c{i}"))).await.reply;
+        assert_eq!((answer.status, answer.body["error"].as_str()), (503, Some("queue_unavailable")), "{answer:?}");
+    }
+    assert_eq!(t.orders.cache.stock(&product).await.unwrap(), Some(stock as i64), "every item given back");
+    // The items the compensations gave back are sold to others: the sale sells out.
+    let mut accepted = Vec::new();
+    for i in 0..stock + 2 {
+        let key = format!("{product}-a{i}");
+        let (status, body) = t.order(&product, format!("a{i}"), key.clone()).await;
+        match status {
+            200 => accepted.push(key),
+            409 => assert_eq!(body["error"], "sold_out", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(accepted.len(), stock as usize);
+    // Redis restarts and forgets the released keys while all of it waits in the topic.
+    let redis = t.redis.as_mut().unwrap();
+    redis.stop();
+    redis.restart();
+    let report = t.orders.reconcile(false).await.unwrap();
+    assert_eq!(report.drifts.len(), 1, "{report:?}");
+    t.start_worker();
+    let view = t.persisted(&product, stock as i64).await;
+    assert_eq!(view["dbStock"], 0, "{view}");
+    let persisted: std::collections::BTreeSet<String> =
+        t.orders.store.orders(&product).await.unwrap().into_iter().map(|o| o.idempotency_key).collect();
+    let expected: std::collections::BTreeSet<String> = accepted.into_iter().collect();
+    assert_eq!(persisted, expected, "exactly the accepted orders are persisted, no compensated one");
+    t.cleanup().await;
+}
+
+/// Goal: the stock cache keeps its contract on real Redis, with the very body the in-memory
+/// cache runs: reservations, the lock of a failed produce and its release.
+#[tokio::test]
+async fn redis_keeps_the_stock_cache_contract() {
+    let redis = Private::redis();
+    let cache = services::adapters::redis::RedisStockCache::new(&format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    services::orders::contract::stock_cache_contract(&cache, &unique("redis")).await.unwrap();
 }
 
 /// Goal: bad input gets a 4xx with a JSON body naming the problem, and changes nothing.

@@ -5,7 +5,7 @@
 //! Needs PostgreSQL on 127.0.0.1:5432, `nats-server` and `redis-server` on PATH and tansu
 //! (TANSU_BIN or the CI cache): `.ci/run` provides them.
 
-#![cfg(not(madsim))]
+#![cfg(not(any(madsim, feature = "sim")))]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! `.ci/run` installs) renders a page of a history with a fault and a violation, and the
 //! screenshot must show the bars, the fault band and the outlined operations.
 
-#![cfg(not(madsim))]
+#![cfg(not(any(madsim, feature = "sim")))]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

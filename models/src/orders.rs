@@ -35,6 +35,12 @@ pub struct Order {
     pub product_id: String,
     pub user_id: String,
     pub idempotency_key: String,
+    /// The reservation in the stock cache this order was queued under (the id of the request
+    /// attempt that took the item). A cancellation names it, so a cancelled reservation's
+    /// messages are skipped while a later reservation under the same key can still be
+    /// persisted. 0 in messages from before reservations were named: never cancelled.
+    #[serde(default)]
+    pub reservation: u64,
 }
 
 /// Input that is not valid: the field and why. Shown to the client as a 4xx naming the field.
@@ -103,6 +109,7 @@ impl PlaceOrder {
             product_id: self.product_id.clone(),
             user_id: self.user_id.clone(),
             idempotency_key: key.to_string(),
+            reservation: 0,
         }
     }
 }
@@ -135,7 +142,8 @@ mod tests {
         assert_eq!(ids.len(), 10_000);
         insta::assert_snapshot!("order_id_of_a_key", order_id_for("iphone-15-user-123"));
         // The queued order's JSON (the message on the orders topic).
-        let order = PlaceOrder { product_id: "iphone-15".into(), user_id: "user-123".into() }.order("key-1");
+        let mut order = PlaceOrder { product_id: "iphone-15".into(), user_id: "user-123".into() }.order("key-1");
+        order.reservation = 0x1234_5678_9abc_def0;
         insta::assert_snapshot!("order_message", serde_json::to_string_pretty(&order).unwrap());
     }
 
@@ -150,5 +158,11 @@ mod tests {
         assert!(InitSale { product_id: "p".into(), quantity: QUANTITY_MAX + 1 }.validate().is_err());
         let order = PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order("key");
         assert_eq!(order.order_id, order_id_for("key"));
+        // A message queued before reservations were named still reads.
+        let old: Order = serde_json::from_str(
+            r#"{"order_id":"o","product_id":"p","user_id":"u","idempotency_key":"k"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.reservation, 0);
     }
 }

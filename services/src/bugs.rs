@@ -146,7 +146,7 @@ pub fn set_buggify(on: bool) {
 /// real build `mark` does nothing.
 pub mod coverage {
     /// Every mark, with the path it names.
-    pub const MARKS: [(&str, &str); 14] = [
+    pub const MARKS: [(&str, &str); 15] = [
         ("conflict-retried", "an append lost the optimistic lock and the command was decided again"),
         ("serialization-retried", "a 40001 serialization failure was retried"),
         ("ambiguous-commit-resolved", "after an ambiguous commit the idempotency key found the outcome"),
@@ -155,9 +155,10 @@ pub mod coverage {
         ("duplicate-delivery-deduped", "the projection ignored an event it had already applied"),
         ("gap-redelivered", "an event arrived before its predecessor and was redelivered"),
         ("redelivery", "JetStream delivered an event a second time"),
-        ("compensation-after-failed-produce", "a failed produce gave its item back"),
-        ("claimed-after-failed-produce", "a produce failed but the worker had claimed the order: accepted"),
-        ("cancelled-order-skipped", "the worker skipped an order whose reservation was given back"),
+        ("compensation-after-failed-produce", "a failed produce's reservation was cancelled and its item given back"),
+        ("persisted-before-cancel", "a produce failed but the worker had persisted the order first: accepted"),
+        ("cancellation-finished-by-retry", "a retry finished the cancellation an earlier attempt had begun"),
+        ("cancelled-order-skipped", "the worker skipped an order whose reservation was cancelled"),
         ("duplicate-order-deduped", "the worker found a redelivered order already persisted"),
         ("rate-limited", "a user was refused by the rate limit"),
         ("waiting-room-redirect", "an order was sent to the waiting room"),

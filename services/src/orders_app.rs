@@ -249,7 +249,7 @@ impl Orders {
             };
             let mut total = WorkStats::default();
             loop {
-                match worker::work_once(&mut consumer, &self.cache, &self.store).await {
+                match worker::work_once(&mut consumer, &self.store).await {
                     Ok(stats) => {
                         self.metrics.worker_orders_persisted.inc_by(stats.inserted);
                         total.inserted += stats.inserted;

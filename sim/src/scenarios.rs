@@ -39,6 +39,15 @@ impl Scenario {
         }
     }
 
+    /// Seeds per scenario of a long sweep (`testbed soak`): every order scenario and
+    /// `ledger-chaos` 20,000, every other ledger scenario 5,000.
+    pub fn soak_seeds(self) -> u64 {
+        match self {
+            Scenario::Ledger(LedgerScenario::Chaos) | Scenario::Orders(_) => 20_000,
+            Scenario::Ledger(_) => 5_000,
+        }
+    }
+
     /// Coverage marks a default-size sweep of this scenario must go through.
     pub fn required_marks(self) -> &'static [&'static str] {
         use LedgerScenario as L;
@@ -60,7 +69,7 @@ impl Scenario {
             Scenario::Ledger(L::ApiKilledMidRequest) => &["idempotent-replay"],
             Scenario::Orders(O::FlashSale) => &[
                 "compensation-after-failed-produce",
-                "claimed-after-failed-produce",
+                "persisted-before-cancel",
                 "cancelled-order-skipped",
                 "rate-limited",
                 "waiting-room-redirect",

@@ -145,6 +145,43 @@ impl SweepSummary {
     }
 }
 
+impl SweepSummary {
+    /// Appends the summary of the seeds that follow this one's (`next.from == from + count`,
+    /// same scenario, bug and build, both unsharded): a sweep run in chunks, as a soak under a
+    /// time budget runs it.
+    ///
+    /// # Panics
+    /// When `next` does not follow on: a caller's mistake, not input.
+    pub fn absorb(&mut self, next: SweepSummary) {
+        assert_eq!(next.from, self.from + self.count, "chunks follow on");
+        assert_eq!((self.shard_count, next.shard_count), (1, 1), "unsharded chunks");
+        assert_eq!((&next.scenario, &next.bug, &next.commit), (&self.scenario, &self.bug, &self.commit));
+        let digest = |d: &str| u64::from_str_radix(d, 16).expect("a digest this process made");
+        self.trace_digest =
+            format!("{:016x}", digest(&self.trace_digest).wrapping_add(digest(&next.trace_digest)));
+        self.count += next.count;
+        self.seeds += next.seeds;
+        self.failures.extend(next.failures);
+        for (mark, n) in next.coverage {
+            *self.coverage.entry(mark).or_default() += n;
+        }
+        self.simulated_ms += next.simulated_ms;
+        self.simulated_seconds = self.simulated_ms as f64 / 1000.0;
+        self.seconds += next.seconds;
+        self.shard_seconds += next.shard_seconds;
+        self.seeds_per_second = self.seeds as f64 / self.seconds.max(1e-9);
+        self.peak_rss_mb = self.peak_rss_mb.max(next.peak_rss_mb);
+    }
+}
+
+/// What a long sweep over several scenarios (`testbed soak`) ran and found: a sweep summary per
+/// scenario, in the order they ran. `merge` takes the soak summaries of shards and merges them
+/// scenario by scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakSummary {
+    pub soak: Vec<SweepSummary>,
+}
+
 /// Why summaries cannot be merged.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MergeError {

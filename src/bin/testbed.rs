@@ -79,6 +79,44 @@ enum Command {
         #[arg(long)]
         summary: Option<std::path::PathBuf>,
     },
+    /// Long sweeps: every scenario (or those named) for a number of seeds each or a time
+    /// budget, on all cores; a row per scenario as it ends (seeds, failures, seeds/s), then the
+    /// repro command and token of every failure; exit 1 on any failure.
+    #[cfg(madsim)]
+    Soak {
+        /// A scenario to run (repeat the flag for several; default: every scenario).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Seeds per scenario (default: 20,000 for ledger-chaos and every order scenario, 5,000
+        /// for the other ledger scenarios).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// A time budget for the whole soak (e.g. `45m`), shared out over the scenarios; each
+        /// runs chunks of 500 seeds until its share is spent (and at most --seeds, if given).
+        #[arg(long = "for", value_name = "DURATION", value_parser = budget)]
+        budget: Option<std::time::Duration>,
+        /// First seed (choose a range `cargo sim` does not run: its sweeps start at 0).
+        #[arg(long, default_value_t = 1_000_000)]
+        from: u64,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// CockroachDB nodes in the simulated cluster.
+        #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
+        crdb_nodes: usize,
+        /// Where the histories of failing seeds are written.
+        #[arg(long, default_value = "target/testbed/failures")]
+        out: std::path::PathBuf,
+        /// Print the JSON summary (a sweep summary per scenario) last, and no table.
+        #[arg(long)]
+        json: bool,
+        /// Run only shard I of N of every scenario's seeds (with --seeds, not --for).
+        #[arg(long, value_parser = testbed::sim::summary::Shard::parse)]
+        shard: Option<testbed::sim::summary::Shard>,
+        /// Also write the JSON summary to this file (for `merge`).
+        #[arg(long)]
+        summary: Option<std::path::PathBuf>,
+    },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
     Repro {
@@ -235,9 +273,8 @@ fn real_scenario(value: &str) -> Result<testbed::real::RealScenario, String> {
     })
 }
 
-/// `20s`, `1500ms`, `2m`, or plain seconds.
-#[cfg(not(madsim))]
-fn duration(value: &str) -> Result<std::time::Duration, String> {
+/// `20s`, `1500ms`, `2m`, `1h`, or plain seconds; more than 0 and at most `max`.
+fn parse_duration(value: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
     let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => value.split_at(i),
         None => (value, "s"),
@@ -246,13 +283,26 @@ fn duration(value: &str) -> Result<std::time::Duration, String> {
     let d = match unit {
         "ms" => std::time::Duration::from_millis(n),
         "s" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_secs(n * 60),
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
     };
-    if d.is_zero() || d > std::time::Duration::from_secs(3600) {
-        return Err("the duration must be more than 0 and at most 1 hour".into());
+    if d.is_zero() || d > max {
+        return Err(format!("the duration must be more than 0 and at most {} s", max.as_secs()));
     }
     Ok(d)
+}
+
+/// A real run's length: at most 1 hour.
+#[cfg(not(madsim))]
+fn duration(value: &str) -> Result<std::time::Duration, String> {
+    parse_duration(value, std::time::Duration::from_secs(3600))
+}
+
+/// A soak's time budget: at most 24 hours.
+#[cfg(madsim)]
+fn budget(value: &str) -> Result<std::time::Duration, String> {
+    parse_duration(value, std::time::Duration::from_secs(24 * 3600))
 }
 
 #[cfg(madsim)]
@@ -289,6 +339,11 @@ fn main() -> ExitCode {
         Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out, json, shard, summary } => {
             let options = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
             sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
+        }
+        #[cfg(madsim)]
+        Command::Soak { scenarios, seeds, budget, from, jobs, crdb_nodes, out, json, shard, summary } => {
+            let sweep = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
+            sim::soak_cmd(&sim::SoakOptions { scenarios, seeds, budget, from, sweep })
         }
         #[cfg(madsim)]
         Command::Repro { token, scenario, seed, bug, history, crdb_nodes, clients, ops, faults } => match token {
@@ -698,27 +753,89 @@ fn band_of(fault: &serde_json::Value) -> testbed::sim::timeline::Band {
 
 /// `testbed merge`: reads shard summaries, merges them, prints the report.
 fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::Path>) -> u8 {
-    use testbed::sim::summary::{SweepSummary, merge};
-    let mut summaries = Vec::new();
+    use testbed::sim::summary::{SoakSummary, SweepSummary, merge};
+    // Sweep summaries, or soak summaries (a sweep summary per scenario): a soak's are merged
+    // scenario by scenario, in the order the first file ran them.
+    let mut groups: Vec<(String, Vec<(String, SweepSummary)>)> = Vec::new();
+    let mut soak = false;
     for path in paths {
-        let parsed = std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<SweepSummary>(&text).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(summary) => summaries.push((path.display().to_string(), summary)),
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
             Err(e) => {
                 eprintln!("error: {}: not a sweep summary: {e}", path.display());
                 return EXIT_USAGE;
             }
+        };
+        let summaries = match serde_json::from_str::<SweepSummary>(&text) {
+            Ok(summary) => vec![summary],
+            Err(sweep_error) => match serde_json::from_str::<SoakSummary>(&text) {
+                Ok(parsed) => {
+                    soak = true;
+                    parsed.soak
+                }
+                Err(_) => {
+                    eprintln!("error: {}: not a sweep or soak summary: {sweep_error}", path.display());
+                    return EXIT_USAGE;
+                }
+            },
+        };
+        for summary in summaries {
+            let name = summary.scenario.clone();
+            let entry = (path.display().to_string(), summary);
+            match groups.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, group)) => group.push(entry),
+                None => groups.push((name, vec![entry])),
+            }
         }
     }
-    let merged = match merge(&summaries) {
-        Ok(merged) => merged,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
+    if !soak {
+        // Plain sweeps: one merge, which names any summary of another sweep.
+        let all: Vec<(String, SweepSummary)> = groups.drain(..).flat_map(|(_, group)| group).collect();
+        groups.push((String::new(), all));
+    }
+    let mut merged_all = Vec::new();
+    for (_, group) in &groups {
+        match merge(group) {
+            Ok(merged) => merged_all.push(merged),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
         }
+    }
+    if merged_all.is_empty() {
+        eprintln!("error: no summaries to merge");
+        return EXIT_USAGE;
+    }
+    let mut code = EXIT_OK;
+    for merged in &merged_all {
+        let this = print_merged(merged);
+        // A failure outranks a missing shard, which outranks a clean merge.
+        code = match (code, this) {
+            (EXIT_VIOLATION, _) | (_, EXIT_VIOLATION) => EXIT_VIOLATION,
+            (EXIT_INCOMPLETE, _) | (_, EXIT_INCOMPLETE) => EXIT_INCOMPLETE,
+            _ => EXIT_OK,
+        };
+    }
+    let text = if soak {
+        serde_json::to_string(&SoakSummary { soak: merged_all }).expect("a summary serializes")
+    } else {
+        serde_json::to_string(&merged_all[0]).expect("a summary serializes")
     };
+    if let Some(out) = out
+        && let Err(e) = std::fs::write(out, format!("{text}\n"))
+    {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return EXIT_USAGE;
+    }
+    if json {
+        println!("{text}");
+    }
+    code
+}
+
+/// Prints a merged sweep's report; its exit code (0 clean, 1 a seed failed, 3 shards missing).
+fn print_merged(merged: &testbed::sim::summary::SweepSummary) -> u8 {
     let bug = merged.bug.as_deref().map(|b| format!(" with bug {b}")).unwrap_or_default();
     println!(
         "{}{bug}, seeds {}..{}: {} of {} shards, {} seeds run, {} failed",
@@ -740,14 +857,7 @@ fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::P
         "{:.1} seeds/s over the shards side by side ({:.1} s for the longest shard, {:.1} s in all); trace digest {}",
         merged.seeds_per_second, merged.seconds, merged.shard_seconds, merged.trace_digest
     );
-    let text = serde_json::to_string(&merged).expect("a summary serializes");
-    if let Some(out) = out
-        && let Err(e) = std::fs::write(out, format!("{text}\n"))
-    {
-        eprintln!("error: cannot write {}: {e}", out.display());
-        return EXIT_USAGE;
-    }
-    let code = if !merged.complete() {
+    if !merged.complete() {
         let missing: Vec<String> = merged.missing().iter().map(u64::to_string).collect();
         println!("incomplete: shards {} of {} are missing", missing.join(", "), merged.shard_count);
         EXIT_INCOMPLETE
@@ -755,11 +865,7 @@ fn merge_cmd(paths: &[std::path::PathBuf], json: bool, out: Option<&std::path::P
         EXIT_OK
     } else {
         EXIT_VIOLATION
-    };
-    if json {
-        println!("{text}");
     }
-    code
 }
 
 fn list() -> u8 {
@@ -860,43 +966,39 @@ mod sim {
         )
     }
 
-    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, options: &SweepOptions) -> u8 {
-        let (scenario, bug) = match parse(scenario, bug) {
-            Ok(parsed) => parsed,
-            Err(code) => return code,
-        };
-        if options.jobs == Some(0) {
-            eprintln!("error: --jobs must be at least 1");
-            return EXIT_USAGE;
-        }
-        let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if from.checked_add(seeds).is_none() {
-            eprintln!("error: --from {from} plus --seeds {seeds} is past the last seed ({})", u64::MAX);
-            return EXIT_USAGE;
-        }
-        // The summary's file is made before any seed runs: a path that cannot be written is
-        // bad usage, found before the sweep rather than after it.
-        if let Some(path) = &options.summary
-            && let Err(e) = std::fs::write(path, "")
-        {
-            eprintln!("error: cannot write the summary to {}: {e}", path.display());
-            return EXIT_USAGE;
-        }
-        let shard = options.shard.unwrap_or(Shard::WHOLE);
-        let chosen: Vec<u64> = shard.seeds(from, seeds).collect();
-        let total = chosen.len() as u64;
-        let bar = indicatif::ProgressBar::new(total);
+    /// A progress bar of `len` seeds (hidden under `--json`).
+    fn seed_bar(len: u64, hidden: bool) -> indicatif::ProgressBar {
+        let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {per_sec} {msg} eta {eta}")
+            indicatif::ProgressStyle::with_template("{prefix}{bar:40} {pos}/{len} seeds {per_sec} {msg} eta {eta}")
                 .expect("a valid template"),
         );
-        if options.json {
+        if hidden {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
+        bar
+    }
+
+    /// Runs the chosen seeds of `scenario` (the shard `shard` of `from..from + seeds`) on `jobs`
+    /// threads, printing each failure as it comes (its invariant, repro command and token) and
+    /// writing its history under `out`; returns the summary.
+    #[allow(clippy::too_many_arguments)]
+    fn run_sweep(
+        scenario: Scenario,
+        bug: Option<Bug>,
+        from: u64,
+        seeds: u64,
+        shard: Shard,
+        jobs: usize,
+        crdb: usize,
+        out: &Path,
+        bar: &indicatif::ProgressBar,
+    ) -> SweepSummary {
+        let chosen: Vec<u64> = shard.seeds(from, seeds).collect();
+        let total = chosen.len() as u64;
         let failures_so_far = std::sync::atomic::AtomicU64::new(0);
         let started = std::time::Instant::now();
-        let template = RunRequest { crdb_nodes: options.crdb, ..RunRequest::new(scenario, from, bug) };
-        let out = &options.out;
+        let template = RunRequest { crdb_nodes: crdb, ..RunRequest::new(scenario, from, bug) };
         let outcomes = run::sweep(template, chosen.into_iter(), jobs, &|outcome| {
             if !outcome.passed() {
                 let failed = failures_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -917,15 +1019,12 @@ mod sim {
             }
             bar.inc(1);
         });
-        bar.finish_and_clear();
         let failures: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
         let secs = started.elapsed().as_secs_f64();
-        let rate = total as f64 / secs.max(1e-9);
-        let marks = run::sum_marks(&outcomes);
-        let summary = SweepSummary {
+        SweepSummary {
             scenario: scenario.name().to_string(),
             bug: bug.map(|b| b.name().to_string()),
-            crdb_nodes: options.crdb,
+            crdb_nodes: crdb,
             from,
             count: seeds,
             shard_count: shard.of,
@@ -940,29 +1039,229 @@ mod sim {
                     reproduce: o.repro_command(),
                 })
                 .collect(),
-            coverage: marks,
+            coverage: run::sum_marks(&outcomes),
             trace_digest: summary::digest(outcomes.iter().map(|o| o.trace_hash)),
             simulated_ms: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>(),
             simulated_seconds: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
             seconds: secs,
             shard_seconds: secs,
-            seeds_per_second: rate,
+            seeds_per_second: total as f64 / secs.max(1e-9),
             peak_rss_mb: super::peak_rss_mb(),
             commit: format!("{}:{}", env!("TESTBED_GIT_COMMIT"), env!("TESTBED_RUSTC_VERSION")),
-        };
-        let text = serde_json::to_string(&summary).expect("a summary serializes");
-        if let Some(path) = &options.summary
+        }
+    }
+
+    fn jobs_of(jobs: Option<usize>) -> Result<usize, u8> {
+        if jobs == Some(0) {
+            eprintln!("error: --jobs must be at least 1");
+            return Err(EXIT_USAGE);
+        }
+        Ok(jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+    }
+
+    /// The summary's file is made before any seed runs: a path that cannot be written is bad
+    /// usage, found before the sweep rather than after it.
+    fn summary_writable(path: Option<&Path>) -> Result<(), u8> {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, "")
+        {
+            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            return Err(EXIT_USAGE);
+        }
+        Ok(())
+    }
+
+    fn write_summary(path: Option<&Path>, text: &str) -> Result<(), u8> {
+        if let Some(path) = path
             && let Err(e) = std::fs::write(path, format!("{text}\n"))
         {
             eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            return Err(EXIT_USAGE);
+        }
+        Ok(())
+    }
+
+    pub fn sweep_cmd(scenario: &str, seeds: u64, from: u64, bug: Option<&str>, options: &SweepOptions) -> u8 {
+        let (scenario, bug) = match parse(scenario, bug) {
+            Ok(parsed) => parsed,
+            Err(code) => return code,
+        };
+        let jobs = match jobs_of(options.jobs) {
+            Ok(jobs) => jobs,
+            Err(code) => return code,
+        };
+        if from.checked_add(seeds).is_none() {
+            eprintln!("error: --from {from} plus --seeds {seeds} is past the last seed ({})", u64::MAX);
             return EXIT_USAGE;
+        }
+        if let Err(code) = summary_writable(options.summary.as_deref()) {
+            return code;
+        }
+        let shard = options.shard.unwrap_or(Shard::WHOLE);
+        let bar = seed_bar(shard.seeds(from, seeds).count() as u64, options.json);
+        let summary = run_sweep(scenario, bug, from, seeds, shard, jobs, options.crdb, &options.out, &bar);
+        bar.finish_and_clear();
+        let text = serde_json::to_string(&summary).expect("a summary serializes");
+        if let Err(code) = write_summary(options.summary.as_deref(), &text) {
+            return code;
         }
         if !options.json {
             println!("{}", super::coverage_line(&summary.coverage));
-            println!("{total} seeds in {secs:.1}s ({rate:.1} seeds/s)");
+            println!("{} seeds in {:.1}s ({:.1} seeds/s)", summary.seeds, summary.seconds, summary.seeds_per_second);
         }
-        println!("{total} seeds, {} failures", failures.len());
+        println!("{} seeds, {} failures", summary.seeds, summary.failures.len());
         if options.json {
+            println!("{text}");
+        }
+        if summary.failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
+    }
+
+    /// Seeds a time-budgeted soak runs between two looks at the clock.
+    pub const SOAK_CHUNK_SEEDS: u64 = 500;
+
+    /// How a long sweep runs and reports.
+    pub struct SoakOptions {
+        /// Scenario names; empty: every scenario.
+        pub scenarios: Vec<String>,
+        /// Seeds per scenario (default: each scenario's soak size).
+        pub seeds: Option<u64>,
+        /// A time budget for the whole soak, shared out over the scenarios not yet run.
+        pub budget: Option<std::time::Duration>,
+        pub from: u64,
+        pub sweep: SweepOptions,
+    }
+
+    /// `soak`: long sweeps of every scenario (or the ones named), a row per scenario as it ends.
+    pub fn soak_cmd(options: &SoakOptions) -> u8 {
+        let mut scenarios = Vec::new();
+        for name in &options.scenarios {
+            match parse(name, None) {
+                Ok((scenario, _)) if !scenarios.contains(&scenario) => scenarios.push(scenario),
+                Ok(_) => {}
+                Err(code) => return code,
+            }
+        }
+        if scenarios.is_empty() {
+            scenarios = Scenario::all();
+        }
+        let jobs = match jobs_of(options.sweep.jobs) {
+            Ok(jobs) => jobs,
+            Err(code) => return code,
+        };
+        if options.budget.is_some() && options.sweep.shard.is_some() {
+            eprintln!("error: --for cannot be sharded: shards of one soak must run the same seeds (use --seeds)");
+            return EXIT_USAGE;
+        }
+        if options.seeds == Some(0) || options.budget.is_some_and(|b| b.is_zero()) {
+            eprintln!("error: --seeds and --for must be more than zero");
+            return EXIT_USAGE;
+        }
+        let most = scenarios.iter().map(|s| options.seeds.unwrap_or(s.soak_seeds())).max().unwrap_or(0);
+        if options.from.checked_add(most).is_none() {
+            eprintln!("error: --from {} plus {most} seeds is past the last seed ({})", options.from, u64::MAX);
+            return EXIT_USAGE;
+        }
+        if let Err(code) = summary_writable(options.sweep.summary.as_deref()) {
+            return code;
+        }
+        let shard = options.sweep.shard.unwrap_or(Shard::WHOLE);
+        let started = std::time::Instant::now();
+        let quiet = options.sweep.json;
+        if !quiet {
+            println!("{:<28} {:>8} {:>9} {:>10}", "scenario", "seeds", "failures", "seeds/s");
+        }
+        let mut done: Vec<SweepSummary> = Vec::new();
+        for (i, &scenario) in scenarios.iter().enumerate() {
+            let seeds = options.seeds.unwrap_or(scenario.soak_seeds());
+            let summary = match options.budget {
+                None => {
+                    let bar = seed_bar(shard.seeds(options.from, seeds).count() as u64, quiet);
+                    bar.set_prefix(format!("{} ", scenario.name()));
+                    let run = run_sweep(
+                        scenario,
+                        None,
+                        options.from,
+                        seeds,
+                        shard,
+                        jobs,
+                        options.sweep.crdb,
+                        &options.sweep.out,
+                        &bar,
+                    );
+                    bar.finish_and_clear();
+                    run
+                }
+                Some(budget) => {
+                    // This scenario's share: what is left of the budget over the scenarios left.
+                    let left = budget.saturating_sub(started.elapsed());
+                    let share = left / (scenarios.len() - i) as u32;
+                    let until = std::time::Instant::now() + share;
+                    let capped = options.seeds.unwrap_or(u64::MAX - options.from);
+                    let bar = seed_bar(0, quiet);
+                    bar.set_prefix(format!("{} ", scenario.name()));
+                    let mut run: Option<SweepSummary> = None;
+                    loop {
+                        let from = run.as_ref().map_or(options.from, |r| r.from + r.count);
+                        let ran = from - options.from;
+                        let chunk = SOAK_CHUNK_SEEDS.min(capped - ran);
+                        if chunk == 0 || (run.is_some() && std::time::Instant::now() >= until) {
+                            break;
+                        }
+                        bar.inc_length(chunk);
+                        let next = run_sweep(
+                            scenario,
+                            None,
+                            from,
+                            chunk,
+                            Shard::WHOLE,
+                            jobs,
+                            options.sweep.crdb,
+                            &options.sweep.out,
+                            &bar,
+                        );
+                        match &mut run {
+                            Some(r) => r.absorb(next),
+                            None => run = Some(next),
+                        }
+                    }
+                    bar.finish_and_clear();
+                    run.expect("at least one chunk ran")
+                }
+            };
+            if !quiet {
+                println!(
+                    "{:<28} {:>8} {:>9} {:>10.1}",
+                    summary.scenario,
+                    summary.seeds,
+                    summary.failures.len(),
+                    summary.seeds_per_second
+                );
+                let _ = std::io::stdout().flush();
+            }
+            done.push(summary);
+        }
+        let soak = summary::SoakSummary { soak: done };
+        let text = serde_json::to_string(&soak).expect("a summary serializes");
+        if let Err(code) = write_summary(options.sweep.summary.as_deref(), &text) {
+            return code;
+        }
+        let seeds: u64 = soak.soak.iter().map(|s| s.seeds).sum();
+        let failures: Vec<&Failure> = soak.soak.iter().flat_map(|s| &s.failures).collect();
+        if !quiet {
+            for failure in &failures {
+                println!("FAIL seed {}: {}", failure.seed, failure.invariants.join(", "));
+                println!("  reproduce: {}", failure.reproduce);
+                println!("  token: {}", failure.token);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{} scenarios, {seeds} seeds in {secs:.1}s ({:.1} seeds/s)",
+                soak.soak.len(),
+                seeds as f64 / secs.max(1e-9)
+            );
+        }
+        println!("{seeds} seeds, {} failures", failures.len());
+        if quiet {
             println!("{text}");
         }
         if failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }

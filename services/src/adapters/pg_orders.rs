@@ -1,15 +1,17 @@
 //! sqlx adapter of the order store (PostgreSQL): products and orders.
 //!
-//! `persist` is one transaction: insert the order (nothing on a repeated order id or key), then
-//! decrement the stock where stock > 0; without stock the transaction rolls back and the order
-//! is not persisted. All SQL is static with bound parameters.
+//! `persist` is one transaction: lock the product's row, skip an order whose reservation was
+//! cancelled, insert the order (nothing on a repeated order id or key), then decrement the stock
+//! where stock > 0; without stock the order is not persisted. `cancel` is one transaction on the
+//! same row lock: record the cancellation unless the key's order is persisted. All SQL is static
+//! with bound parameters.
 
 use models::orders::Order;
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{PgPool, Row};
 
-use crate::ports::orders::{OrderStore, OrderStoreError, Persisted, ProductRow};
+use crate::ports::orders::{Cancel, OrderStore, OrderStoreError, Persisted, ProductRow};
 
 fn store_error(e: sqlx::Error) -> OrderStoreError {
     OrderStoreError::Unavailable(e.to_string())
@@ -106,17 +108,36 @@ impl OrderStore for PgOrderStore {
         .await
         .map_err(store_error)?;
         let mut stock: BTreeMap<String, i64> = rows.into_iter().collect();
-        let for_sale: Vec<&Order> = orders.iter().filter(|o| stock.contains_key(&o.product_id)).collect();
+        // Cancelled reservations, read under the products' row locks: a cancellation committed
+        // before them is seen, and one not yet committed waits for this transaction.
+        let (keys, reservations): (Vec<String>, Vec<i64>) =
+            orders.iter().map(|o| (o.idempotency_key.clone(), o.reservation as i64)).unzip();
+        let cancelled: BTreeSet<(String, i64)> = sqlx::query_as(
+            "SELECT c.idempotency_key, c.reservation FROM order_cancellations c \
+             JOIN unnest($1::text[], $2::bigint[]) AS t(idempotency_key, reservation) \
+             ON c.idempotency_key = t.idempotency_key AND c.reservation = t.reservation",
+        )
+        .bind(&keys)
+        .bind(&reservations)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .collect();
+        let is_cancelled = |o: &Order| cancelled.contains(&(o.idempotency_key.clone(), o.reservation as i64));
+        let for_sale: Vec<&Order> =
+            orders.iter().filter(|o| stock.contains_key(&o.product_id) && !is_cancelled(o)).collect();
         let column = |f: fn(&Order) -> &String| for_sale.iter().map(|o| f(o).clone()).collect::<Vec<String>>();
         let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO orders (order_id, idempotency_key, product_id, user_id) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+            "INSERT INTO orders (order_id, idempotency_key, product_id, user_id, reservation) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
              ON CONFLICT DO NOTHING RETURNING order_id",
         )
         .bind(column(|o| &o.order_id))
         .bind(column(|o| &o.idempotency_key))
         .bind(column(|o| &o.product_id))
         .bind(column(|o| &o.user_id))
+        .bind(for_sale.iter().map(|o| o.reservation as i64).collect::<Vec<i64>>())
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -129,6 +150,10 @@ impl OrderStore for PgOrderStore {
                 persisted.push(Persisted::NoSale);
                 continue;
             };
+            if is_cancelled(order) {
+                persisted.push(Persisted::Cancelled);
+                continue;
+            }
             // The first occurrence of a new order is its insert; a repeat in the batch, or an
             // order already there, is a duplicate.
             if !new.remove(&order.order_id) {
@@ -169,6 +194,38 @@ impl OrderStore for PgOrderStore {
         Ok(persisted)
     }
 
+    async fn cancel(&self, order: &Order) -> Result<Cancel, OrderStoreError> {
+        // The product's row lock first, as the worker's persist takes it: the two transactions
+        // run one after the other, and each then sees what the other committed.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SELECT 1 FROM products WHERE product_id = $1 FOR UPDATE")
+            .bind(&order.product_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let persisted: Option<i32> = sqlx::query_scalar("SELECT 1 FROM orders WHERE idempotency_key = $1")
+            .bind(&order.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if persisted.is_some() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(Cancel::Persisted);
+        }
+        sqlx::query(
+            "INSERT INTO order_cancellations (idempotency_key, reservation, product_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&order.idempotency_key)
+        .bind(order.reservation as i64)
+        .bind(&order.product_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Cancel::Cancelled)
+    }
+
     async fn product(&self, product_id: &str) -> Result<Option<ProductRow>, OrderStoreError> {
         let row = sqlx::query(concat!("SELECT ", product_columns!(), " FROM products p WHERE p.product_id = $1"))
             .bind(product_id)
@@ -188,7 +245,8 @@ impl OrderStore for PgOrderStore {
 
     async fn orders(&self, product_id: &str) -> Result<Vec<Order>, OrderStoreError> {
         let rows = sqlx::query(
-            "SELECT order_id, idempotency_key, product_id, user_id FROM orders WHERE product_id = $1 ORDER BY order_id",
+            "SELECT order_id, idempotency_key, product_id, user_id, reservation FROM orders WHERE product_id = $1 \
+             ORDER BY order_id",
         )
         .bind(product_id)
         .fetch_all(&self.pool)
@@ -201,6 +259,7 @@ impl OrderStore for PgOrderStore {
                     idempotency_key: r.try_get("idempotency_key").map_err(store_error)?,
                     product_id: r.try_get("product_id").map_err(store_error)?,
                     user_id: r.try_get("user_id").map_err(store_error)?,
+                    reservation: r.try_get::<i64, _>("reservation").map_err(store_error)? as u64,
                 })
             })
             .collect()

@@ -1,4 +1,4 @@
-//! Redis adapter of the stock cache: one Lua script (reserve and release), loaded once and
+//! Redis adapter of the stock cache: one Lua script (reserve, lock and finish a release), loaded once and
 //! called with EVALSHA; rate limits and admission tokens with plain commands.
 //!
 //! The connection is created on first use and re-created after a failure, so the API starts
@@ -11,54 +11,66 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
-use crate::ports::orders::{CacheError, Claim, Release, Reservation, StockCache};
+use crate::ports::orders::{CacheError, Release, ReleaseLock, Reservation, StockCache};
 
 /// Longest wait for one Redis call.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
-/// Claims sent in one pipelined round trip (each round trip has its own [`REDIS_TIMEOUT`]).
-pub const CLAIM_PIPELINE_MAX: usize = 64;
 /// How long an idempotency key's answer is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The one script: `reserve` checks the key and takes one item if any is left; `release` gives
-/// back the item of a reservation whose produce failed, unless the worker claimed the order;
-/// `claim` is the worker's claim before it persists, refused for a released reservation.
+/// The one script, each op one atomic step. A key's value: `reserved:<holder>:<reservation>`
+/// (holds an item; `holder` is the request attempt using it now), `cancelling:<reservation>`
+/// (locked by a failed produce while the order store cancels it), `released`, `soldout`.
+/// `reserve` answers a known key with its state (re-arming a held one under the attempt) or
+/// takes one item if any is left; `lock` locks the key for the attempt that holds it;
+/// `finish` gives the item back (`cancelled` = 1) or keeps it, for a key locked for that
+/// reservation.
 pub const STOCK_SCRIPT: &str = r#"
 local stock_key, idem_key = KEYS[1], KEYS[2]
-local op, ttl, attempt = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local op, ttl, attempt, reservation, cancelled = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local seen = redis.call('GET', idem_key)
-local reserved = seen and string.sub(seen, 1, 9) == 'reserved:'
+local holder, held = nil, nil
+if seen then holder, held = string.match(seen, '^reserved:(%d+):(%d+)$') end
 if op == 'reserve' then
-  if reserved then
-    redis.call('SET', idem_key, 'reserved:' .. attempt, 'EX', ttl)
-    return 'repeat:reserved'
+  if held then
+    redis.call('SET', idem_key, 'reserved:' .. attempt .. ':' .. held, 'EX', ttl)
+    return 'held:' .. held
   end
-  if seen == 'claimed' then return 'repeat:reserved' end
+  if seen and string.sub(seen, 1, 11) == 'cancelling:' then return seen end
   if seen == 'soldout' then return 'repeat:soldout' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
   if tonumber(stock) > 0 then
     redis.call('DECR', stock_key)
-    redis.call('SET', idem_key, 'reserved:' .. attempt, 'EX', ttl)
-    return 'reserved'
+    redis.call('SET', idem_key, 'reserved:' .. attempt .. ':' .. attempt, 'EX', ttl)
+    return 'reserved:' .. attempt
   end
   redis.call('SET', idem_key, 'soldout', 'EX', ttl)
   return 'soldout'
-elseif op == 'release' then
-  if seen == 'reserved:' .. attempt then
+elseif op == 'lock' then
+  if not seen then return 'unknown' end
+  if holder == attempt then
+    redis.call('SET', idem_key, 'cancelling:' .. held, 'EX', ttl)
+    return 'locked:' .. held
+  end
+  return 'notheld'
+elseif op == 'finish' then
+  if seen ~= 'cancelling:' .. reservation then return 'unknown' end
+  if cancelled == '1' then
     redis.call('SET', idem_key, 'released', 'EX', ttl)
     if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
     return 'released'
   end
-  if seen == 'claimed' then return 'claimed' end
-  return 'unknown'
-elseif op == 'claim' then
-  if seen == 'released' or seen == 'soldout' then return 'cancelled' end
-  redis.call('SET', idem_key, 'claimed', 'EX', ttl)
-  return 'claimed'
+  redis.call('SET', idem_key, 'reserved:0:' .. reservation, 'EX', ttl)
+  return 'kept'
 end
 return redis.error_reply('unknown op ' .. tostring(op))
 "#;
+
+/// The number after `prefix` in a script's answer.
+fn number_after(answer: &str, prefix: &str) -> Option<u64> {
+    answer.strip_prefix(prefix).and_then(|n| n.parse().ok())
+}
 
 pub fn stock_key(product_id: &str) -> String {
     format!("product:{product_id}:stock")
@@ -186,11 +198,22 @@ impl RedisStockCache {
         product_id: &str,
         key: &str,
         attempt: u64,
+        reservation: u64,
+        cancelled: bool,
     ) -> Result<String, CacheError> {
         let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
         let script = self.script.clone();
         self.run(|mut c| async move {
-            script.key(stock).key(idem).arg(op).arg(IDEMPOTENCY_TTL.as_secs()).arg(attempt).invoke_async(&mut c).await
+            script
+                .key(stock)
+                .key(idem)
+                .arg(op)
+                .arg(IDEMPOTENCY_TTL.as_secs())
+                .arg(attempt)
+                .arg(reservation)
+                .arg(u8::from(cancelled))
+                .invoke_async(&mut c)
+                .await
         })
         .await
     }
@@ -227,58 +250,49 @@ impl StockCache for RedisStockCache {
     }
 
     async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
-        Ok(match self.script_op("reserve", product_id, key, attempt).await?.as_str() {
-            "reserved" => Reservation::Reserved,
-            "soldout" => Reservation::SoldOut,
-            "nosale" => Reservation::NoSale,
-            "repeat:reserved" => Reservation::Repeat { reserved: true },
-            _ => Reservation::Repeat { reserved: false },
-        })
+        let answer = self.script_op("reserve", product_id, key, attempt, 0, false).await?;
+        if let Some(reservation) = number_after(&answer, "reserved:") {
+            return Ok(Reservation::Reserved { reservation });
+        }
+        if let Some(reservation) = number_after(&answer, "held:") {
+            return Ok(Reservation::Held { reservation });
+        }
+        if let Some(reservation) = number_after(&answer, "cancelling:") {
+            return Ok(Reservation::Cancelling { reservation });
+        }
+        match answer.as_str() {
+            "soldout" => Ok(Reservation::SoldOut),
+            "repeat:soldout" => Ok(Reservation::RepeatSoldOut),
+            "nosale" => Ok(Reservation::NoSale),
+            other => Err(CacheError::Unavailable(format!("unexpected answer of the reservation script: {other}"))),
+        }
     }
 
-    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
-        Ok(match self.script_op("release", product_id, key, attempt).await?.as_str() {
+    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        // The lock does not touch the stock; the script still takes a stock key.
+        let answer = self.script_op("lock", "-", key, attempt, 0, false).await?;
+        if let Some(reservation) = number_after(&answer, "locked:") {
+            return Ok(ReleaseLock::Locked { reservation });
+        }
+        match answer.as_str() {
+            "notheld" => Ok(ReleaseLock::NotHeld),
+            "unknown" => Ok(ReleaseLock::Unknown),
+            other => Err(CacheError::Unavailable(format!("unexpected answer of the lock script: {other}"))),
+        }
+    }
+
+    async fn finish_release(
+        &self,
+        product_id: &str,
+        key: &str,
+        reservation: u64,
+        cancelled: bool,
+    ) -> Result<Release, CacheError> {
+        Ok(match self.script_op("finish", product_id, key, 0, reservation, cancelled).await?.as_str() {
             "released" => Release::Released,
-            "claimed" => Release::Claimed,
+            "kept" => Release::Kept,
             _ => Release::Unknown,
         })
-    }
-
-    async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
-        // The claim does not touch the stock; the script still takes a stock key.
-        Ok(match self.script_op("claim", "-", key, 0).await?.as_str() {
-            "cancelled" => Claim::Cancelled,
-            _ => Claim::Proceed,
-        })
-    }
-
-    async fn claim_batch(&self, keys: &[String]) -> Result<Vec<Claim>, CacheError> {
-        // Pipelined round trips of at most CLAIM_PIPELINE_MAX claims: the script (re)loaded,
-        // then one EVALSHA per key. Each claim is still one atomic script run.
-        let sha = self.script.get_hash().to_string();
-        let mut claims = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CLAIM_PIPELINE_MAX) {
-            let (sha, chunk) = (sha.clone(), chunk.to_vec());
-            let answers: Vec<String> = self
-                .run(|mut c| async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("SCRIPT").arg("LOAD").arg(STOCK_SCRIPT).ignore();
-                    for key in &chunk {
-                        pipe.cmd("EVALSHA")
-                            .arg(&sha)
-                            .arg(2)
-                            .arg(stock_key("-"))
-                            .arg(format!("idem:{key}"))
-                            .arg("claim")
-                            .arg(IDEMPOTENCY_TTL.as_secs())
-                            .arg(0);
-                    }
-                    pipe.query_async(&mut c).await
-                })
-                .await?;
-            claims.extend(answers.iter().map(|a| if a == "cancelled" { Claim::Cancelled } else { Claim::Proceed }));
-        }
-        Ok(claims)
     }
 
     async fn grant_admission(&self, token: &str, ttl: Duration) -> Result<(), CacheError> {

@@ -4,11 +4,13 @@
 //! `/order`: idempotency key required (400 without); load shedding to the waiting room (302)
 //! when the in-flight bound is passed; per-user rate limit (429); one atomic reservation in the
 //! stock cache (409 when sold out); the order is then produced to the queue (200). When the
-//! produce fails, the reservation is compensated (given back) and the answer is 503: this is the
-//! fix of the spec's flaw "Kafka Broker Down" (stock decremented, order never queued). A retry
-//! with the same key then starts afresh and names the same order id, so even a produce that did
-//! land (a timeout) yields one order: the worker's insert is idempotent on the order id, and its
-//! `stock > 0` guard keeps PostgreSQL from overselling while the caches disagree.
+//! produce fails, the reservation is compensated and the answer is 503: this is the fix of the
+//! spec's flaw "Kafka Broker Down" (stock decremented, order never queued). A produce that timed
+//! out may still land, so the compensation locks the reservation in the cache, cancels it
+//! durably in the order store (serialised with the worker's persist on the product's row: the
+//! order ends persisted or cancelled, never both), and only then gives the item back (ADR 5). A
+//! retry with the same key names the same order id, so the worker persists at most one order
+//! per key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +20,11 @@ use models::orders::{InitSale, InvalidField, PlaceOrder, validate_key};
 use serde_json::{Value, json};
 
 use crate::ledger::api::Reply;
-use crate::ports::orders::{CacheError, OrderProducer, OrderStore, OrderStoreError, Release, Reservation, StockCache};
+use models::orders::Order;
+
+use crate::ports::orders::{
+    CacheError, Cancel, OrderProducer, OrderStore, OrderStoreError, ReleaseLock, Reservation, StockCache,
+};
 
 /// Longest accepted request body.
 pub const BODY_LEN_MAX: usize = 16 * 1024;
@@ -142,6 +148,30 @@ fn accepted(order_id: &str) -> OrderReply {
     Reply::new(200, json!({"status": "accepted", "orderId": order_id})).into()
 }
 
+fn queue_ambiguous() -> Reply {
+    Reply::error(503, "queue_ambiguous", None, "the order may have been queued: retry with the same x-idempotency-key")
+}
+
+/// The order is cancelled, or being cancelled, but its item is not given back yet.
+fn cancel_pending() -> Reply {
+    Reply::error(
+        503,
+        "queue_ambiguous",
+        None,
+        "the order is being cancelled after a failed produce: retry with the same x-idempotency-key",
+    )
+}
+
+/// How a locked reservation's cancellation ended.
+enum Cancelled {
+    /// Cancelled in the order store and the item given back: nothing was ordered.
+    Released,
+    /// The worker persisted the order first: it stands.
+    Persisted,
+    /// Not finished: the answer to give (the key stays locked; its next attempt finishes it).
+    Pending(Reply),
+}
+
 /// Decrements the in-flight count when a request ends, however it ends.
 struct InFlight(Arc<AtomicUsize>);
 
@@ -229,44 +259,51 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             }
             Err(e) => return cache_down(&e).into(),
         }
-        let order = request.order(&key);
-        let attempt: u64 = madsim::rand::Rng::r#gen(&mut madsim::rand::thread_rng());
-        let reserved = match self.cache.reserve(&order.product_id, &key, attempt).await {
-            Ok(Reservation::Reserved | Reservation::Repeat { reserved: true }) => true,
-            Ok(Reservation::SoldOut | Reservation::Repeat { reserved: false }) => false,
-            Ok(Reservation::NoSale) => {
-                #[cfg(madsim)]
-                if crate::bugs::active(crate::bugs::Bug::NoReinitAfterRedisRestart)
-                    && let Ok(Some(row)) = self.store.product(&order.product_id).await
-                {
-                    // Planted bug: "the cache lost the sale, so start it again".
-                    let _ = self.cache.set_stock(&order.product_id, row.initial_stock).await;
-                    return Reply::error(503, "cache_not_ready", None, "the sale was restarted; retry").into();
+        let mut order = request.order(&key);
+        // Never 0: a message with reservation 0 (queued before reservations were named) can
+        // never be cancelled.
+        let attempt: u64 = madsim::rand::Rng::r#gen::<u64>(&mut madsim::rand::thread_rng()).max(1);
+        // At most one earlier attempt's cancellation is finished before reserving again: after
+        // it the key is released, and the next reservation cannot find it cancelling.
+        let mut helped = false;
+        let reservation = loop {
+            let reservation = match self.cache.reserve(&order.product_id, &key, attempt).await {
+                Ok(reservation) => reservation,
+                // The script may have run before the answer was lost: the key holds the truth.
+                Err(CacheError::Unavailable(e)) => {
+                    tracing::warn!(key = %key, error = %e, "reservation outcome unknown");
+                    return Reply::error(
+                        503,
+                        "cache_ambiguous",
+                        None,
+                        "the item may have been reserved: retry with the same x-idempotency-key",
+                    )
+                    .into();
                 }
-                return match self.store.product(&order.product_id).await {
-                    Ok(None) => Reply::error(404, "no_sale", Some("productId"), "no sale for this product").into(),
-                    Ok(Some(_)) => {
-                        Reply::error(503, "cache_not_ready", None, "the stock cache lost the sale: reconcile").into()
+                Err(e) => return cache_down(&e).into(),
+            };
+            match reservation {
+                Reservation::Reserved { reservation } | Reservation::Held { reservation } => break reservation,
+                Reservation::SoldOut | Reservation::RepeatSoldOut => {
+                    return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
+                }
+                Reservation::Cancelling { reservation } if !helped => {
+                    // An earlier attempt of this key failed to produce and did not finish giving
+                    // its item back: finish it, then reserve afresh.
+                    helped = true;
+                    crate::bugs::coverage::mark("cancellation-finished-by-retry");
+                    order.reservation = reservation;
+                    match self.finish_cancellation(&order).await {
+                        Cancelled::Released => continue,
+                        Cancelled::Persisted => return accepted(&order.order_id),
+                        Cancelled::Pending(reply) => return reply.into(),
                     }
-                    Err(e) => store_down(&e).into(),
-                };
+                }
+                Reservation::Cancelling { .. } => return cancel_pending().into(),
+                Reservation::NoSale => return self.no_sale(&order.product_id).await.into(),
             }
-            // The script may have run before the answer was lost: the key holds the truth.
-            Err(CacheError::Unavailable(e)) => {
-                tracing::warn!(key = %key, error = %e, "reservation outcome unknown");
-                return Reply::error(
-                    503,
-                    "cache_ambiguous",
-                    None,
-                    "the item may have been reserved: retry with the same x-idempotency-key",
-                )
-                .into();
-            }
-            Err(e) => return cache_down(&e).into(),
         };
-        if !reserved {
-            return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
-        }
+        order.reservation = reservation;
         match self.producer.produce(&order).await {
             Ok(()) => accepted(&order.order_id),
             Err(e) => {
@@ -276,36 +313,84 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                     tracing::error!(order_id = %order.order_id, error = %e, "Kafka failed");
                     return Reply::error(500, "error", None, "Order processing failed").into();
                 }
-                // The fix of the spec's flaw: give the item back, unless the worker already
-                // claimed the order (then the produce did land and the order is going through).
-                match self.cache.release(&order.product_id, &key, attempt).await {
-                    Ok(Release::Released) => {
-                        crate::bugs::coverage::mark("compensation-after-failed-produce");
-                        tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation released");
-                        Reply::error(
-                            503,
-                            "queue_unavailable",
-                            None,
-                            "the order could not be queued; nothing was reserved",
-                        )
-                        .into()
+                // The fix of the spec's flaw: give the item back. The produce may have landed
+                // (a timeout), so first lock the reservation in the cache (no retry can re-arm
+                // it), then cancel it durably in the order store (the worker then skips its
+                // messages, unless it persisted the order first: then the order stands), and
+                // only then give the item back (ADR 5).
+                match self.cache.lock_release(&key, attempt).await {
+                    Ok(ReleaseLock::Locked { reservation }) => {
+                        order.reservation = reservation;
+                        match self.finish_cancellation(&order).await {
+                            Cancelled::Released => {
+                                crate::bugs::coverage::mark("compensation-after-failed-produce");
+                                tracing::warn!(order_id = %order.order_id, key = %key, error = %e, "produce failed: reservation cancelled and released");
+                                Reply::error(
+                                    503,
+                                    "queue_unavailable",
+                                    None,
+                                    "the order could not be queued; nothing was reserved",
+                                )
+                                .into()
+                            }
+                            Cancelled::Persisted => accepted(&order.order_id),
+                            Cancelled::Pending(reply) => reply.into(),
+                        }
                     }
-                    Ok(Release::Claimed) => {
-                        crate::bugs::coverage::mark("claimed-after-failed-produce");
-                        accepted(&order.order_id)
-                    }
-                    Ok(Release::Unknown) | Err(_) => {
-                        tracing::error!(order_id = %order.order_id, key = %key, error = %e, "produce failed and nothing could be released");
-                        Reply::error(
-                            503,
-                            "queue_ambiguous",
-                            None,
-                            "the order may have been queued: retry with the same x-idempotency-key",
-                        )
-                        .into()
+                    // Another attempt holds the key, or Redis lost it: this attempt cannot
+                    // cancel (a later attempt may have been answered "accepted" for the same
+                    // reservation), and the order may be in the queue.
+                    Ok(ReleaseLock::NotHeld | ReleaseLock::Unknown) | Err(_) => {
+                        tracing::error!(order_id = %order.order_id, key = %key, error = %e, "produce failed and the reservation could not be locked");
+                        queue_ambiguous().into()
                     }
                 }
             }
+        }
+    }
+
+    /// A locked reservation's cancellation: durably in the order store, then the item given back.
+    async fn finish_cancellation(&self, order: &Order) -> Cancelled {
+        let (product, key, reservation) = (&order.product_id, &order.idempotency_key, order.reservation);
+        match self.store.cancel(order).await {
+            Ok(Cancel::Cancelled) => match self.cache.finish_release(product, key, reservation, true).await {
+                Ok(_) => Cancelled::Released,
+                // Cancelled for good, but the item may still be held under the lock: the next
+                // attempt of the key finishes the release.
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "cancelled, but the item is not given back yet");
+                    Cancelled::Pending(cancel_pending())
+                }
+            },
+            Ok(Cancel::Persisted) => {
+                crate::bugs::coverage::mark("persisted-before-cancel");
+                // The key holds its item again; if this fails, the next attempt finds the lock and
+                // the order store answers Persisted again.
+                let _ = self.cache.finish_release(product, key, reservation, false).await;
+                Cancelled::Persisted
+            }
+            // Neither persisted nor cancelled for sure: the lock stays, the next attempt of the
+            // key finishes it.
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "a failed produce could not be cancelled");
+                Cancelled::Pending(queue_ambiguous())
+            }
+        }
+    }
+
+    async fn no_sale(&self, product_id: &str) -> Reply {
+        #[cfg(madsim)]
+        if crate::bugs::active(crate::bugs::Bug::NoReinitAfterRedisRestart)
+            && let Ok(Some(row)) = self.store.product(product_id).await
+        {
+            // Planted bug: "the cache lost the sale, so start it again".
+            let _ = self.cache.set_stock(product_id, row.initial_stock).await;
+            return Reply::error(503, "cache_not_ready", None, "the sale was restarted; retry");
+        }
+        match self.store.product(product_id).await {
+            Ok(None) => Reply::error(404, "no_sale", Some("productId"), "no sale for this product"),
+            Ok(Some(_)) => Reply::error(503, "cache_not_ready", None, "the stock cache lost the sale: reconcile"),
+            Err(e) => store_down(&e),
         }
     }
 

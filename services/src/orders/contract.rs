@@ -1,10 +1,12 @@
-//! The order store's port contract: one body, run against the in-memory store and PostgreSQL,
-//! so that a batch persists exactly as its orders would one by one. Returns `Err(clause)` on the
-//! first broken clause; ids are prefixed so a shared database can hold several runs.
+//! The order system's port contracts: one body each, run against the in-memory adapters and the
+//! real ones (PostgreSQL, Redis), so that a batch persists exactly as its orders would one by
+//! one, and a cancelled reservation is never persisted nor a persisted one cancelled. Returns
+//! `Err(clause)` on the first broken clause; ids are prefixed so a shared database or Redis can
+//! hold several runs.
 
 use models::orders::{Order, order_id_for};
 
-use crate::ports::orders::{OrderStore, Persisted};
+use crate::ports::orders::{Cancel, OrderStore, Persisted, Release, ReleaseLock, Reservation, StockCache};
 
 fn check(holds: bool, clause: &str) -> Result<(), String> {
     if holds { Ok(()) } else { Err(format!("contract broken: {clause}")) }
@@ -17,6 +19,7 @@ fn order(prefix: &str, product: &str, n: u32) -> Order {
         product_id: product.to_string(),
         user_id: format!("{prefix}-user-{n}"),
         idempotency_key: key,
+        reservation: 0,
     }
 }
 
@@ -58,6 +61,102 @@ pub async fn order_store_contract<S: OrderStore>(store: &S, prefix: &str) -> Res
     check(store.persist_batch(&[]).await.map_err(e("empty batch"))?.is_empty(), "an empty batch is nothing")?;
     let again = store.persist_batch(&batch).await.map_err(e("persist batch again"))?;
     check(again.iter().filter(|p| **p == Persisted::Inserted).count() == 0, "a redelivered batch inserts nothing")?;
+    cancellation_clauses(store, prefix).await
+}
+
+/// The clauses of [`OrderStore::cancel`] against [`OrderStore::persist`].
+async fn cancellation_clauses<S: OrderStore>(store: &S, prefix: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err| format!("{what}: {err}");
+    let sale = format!("{prefix}-c");
+    store.init_sale(&sale, 3).await.map_err(e("init"))?;
+    let mut first = order(prefix, &sale, 10);
+    first.reservation = 7;
+    check(store.cancel(&first).await.map_err(e("cancel"))? == Cancel::Cancelled, "an unpersisted order is cancelled")?;
+    check(store.cancel(&first).await.map_err(e("cancel"))? == Cancel::Cancelled, "a cancellation is idempotent")?;
+    check(
+        store.persist(&first).await.map_err(e("persist"))? == Persisted::Cancelled,
+        "a cancelled reservation's order is not persisted",
+    )?;
+    let mut high = order(prefix, &sale, 11);
+    high.reservation = u64::MAX - 1;
+    check(store.cancel(&high).await.map_err(e("cancel"))? == Cancel::Cancelled, "any u64 reservation is cancelled")?;
+    check(
+        store.persist_batch(std::slice::from_ref(&high)).await.map_err(e("persist"))? == vec![Persisted::Cancelled],
+        "a reservation above i64::MAX is matched",
+    )?;
+    let row = store.product(&sale).await.map_err(e("product"))?.ok_or("the sale vanished")?;
+    check(row.stock == 3 && row.orders == 0, "a cancelled order takes no stock")?;
+    // The same key under a later reservation (a retry that reserved afresh) goes through.
+    let mut retry = first.clone();
+    retry.reservation = 8;
+    let batch = vec![first.clone(), retry.clone(), first.clone()];
+    let persisted = store.persist_batch(&batch).await.map_err(e("persist batch"))?;
+    check(
+        persisted == vec![Persisted::Cancelled, Persisted::Inserted, Persisted::Cancelled],
+        "only the cancelled reservation is skipped in a batch",
+    )?;
+    check(
+        store.cancel(&retry).await.map_err(e("cancel"))? == Cancel::Persisted,
+        "a persisted order is not cancelled",
+    )?;
+    check(store.persist(&retry).await.map_err(e("persist"))? == Persisted::Duplicate, "it stays persisted once")?;
+    let row = store.product(&sale).await.map_err(e("product"))?.ok_or("the sale vanished")?;
+    check(row.stock == 2 && row.orders == 1, "one item for the one persisted order")?;
+    let persisted = store.orders(&sale).await.map_err(e("orders"))?;
+    check(persisted.len() == 1 && persisted[0].reservation == 8, "the order keeps the reservation it came under")?;
+    Ok(())
+}
+
+/// The clauses of the stock cache's reservation, lock and release ([`StockCache`]).
+pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err| format!("{what}: {err}");
+    let (p, none) = (format!("{prefix}-p"), format!("{prefix}-none"));
+    let key = |n: u32| format!("{prefix}-k{n}");
+    cache.set_stock(&p, 2).await.map_err(e("set"))?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "the stock reads as set")?;
+    check(cache.stock(&none).await.map_err(e("stock"))?.is_none(), "no sale reads as none")?;
+    check(cache.reserve(&none, &key(0), 1).await.map_err(e("reserve"))? == Reservation::NoSale, "no sale, no item")?;
+    let r = cache.reserve(&p, &key(1), 11).await.map_err(e("reserve"))?;
+    check(r == Reservation::Reserved { reservation: 11 }, "a new key takes an item under its attempt")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "the item is taken")?;
+    let r = cache.reserve(&p, &key(1), 12).await.map_err(e("reserve"))?;
+    check(r == Reservation::Held { reservation: 11 }, "a repeat holds the same reservation")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "a repeat takes nothing")?;
+    let lock = cache.lock_release(&key(1), 11).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::NotHeld, "an earlier attempt cannot lock a re-armed key")?;
+    let lock = cache.lock_release(&key(1), 12).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Locked { reservation: 11 }, "the holder locks its reservation")?;
+    let r = cache.reserve(&p, &key(1), 13).await.map_err(e("reserve"))?;
+    check(r == Reservation::Cancelling { reservation: 11 }, "a locked key cannot be re-armed")?;
+    let done = cache.finish_release(&p, &key(1), 99, true).await.map_err(e("finish"))?;
+    check(done == Release::Unknown, "another reservation's release does nothing")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "and gives nothing back")?;
+    let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
+    check(done == Release::Released, "a cancelled reservation is released")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "its item is back")?;
+    let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
+    check(done == Release::Unknown, "a release is given back once")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "once only")?;
+    let r = cache.reserve(&p, &key(1), 14).await.map_err(e("reserve"))?;
+    check(r == Reservation::Reserved { reservation: 14 }, "a released key reserves afresh")?;
+    let lock = cache.lock_release(&key(1), 14).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Locked { reservation: 14 }, "a fresh reservation locks")?;
+    let done = cache.finish_release(&p, &key(1), 14, false).await.map_err(e("finish"))?;
+    check(done == Release::Kept, "a persisted order keeps its item")?;
+    let r = cache.reserve(&p, &key(1), 15).await.map_err(e("reserve"))?;
+    check(r == Reservation::Held { reservation: 14 }, "a kept reservation is held again")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "and still holds one item")?;
+    let r = cache.reserve(&p, &key(2), u64::MAX).await.map_err(e("reserve"))?;
+    check(r == Reservation::Reserved { reservation: u64::MAX }, "any u64 attempt names a reservation")?;
+    let lock = cache.lock_release(&key(2), u64::MAX).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Locked { reservation: u64::MAX }, "and locks it")?;
+    let r = cache.reserve(&p, &key(3), 31).await.map_err(e("reserve"))?;
+    check(r == Reservation::SoldOut, "no stock left: sold out")?;
+    let r = cache.reserve(&p, &key(3), 32).await.map_err(e("reserve"))?;
+    check(r == Reservation::RepeatSoldOut, "a repeat of a sold-out key is sold out")?;
+    check(cache.lock_release(&key(3), 32).await.map_err(e("lock"))? == ReleaseLock::NotHeld, "sold out holds nothing")?;
+    check(cache.lock_release(&key(4), 41).await.map_err(e("lock"))? == ReleaseLock::Unknown, "an unknown key")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(0), "the stock never went below zero")?;
     Ok(())
 }
 
@@ -69,5 +168,11 @@ mod tests {
     async fn the_in_memory_store_keeps_the_contract() {
         let store = crate::orders::mem::MemOrderStore { db: Default::default() };
         order_store_contract(&store, "mem").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_cache_keeps_the_contract() {
+        let cache = crate::orders::mem::MemStockCache::default();
+        stock_cache_contract(&cache, "mem").await.unwrap();
     }
 }

@@ -3,27 +3,27 @@
 //! log keeps committed offsets per group; persisting is one transaction). They serve unit tests
 //! and the simulator's dependency nodes. Iteration is over `BTreeMap`s only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use models::orders::Order;
 
 use crate::ports::orders::{
-    CacheError, Claim, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
-    QueuedOrder, Release, Reservation, StockCache,
+    CacheError, Cancel, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
+    QueuedOrder, Release, ReleaseLock, Reservation, StockCache,
 };
 
 /// The state of an idempotency key in the stock cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyState {
-    /// Reserved by the request attempt with this id.
-    Reserved(u64),
+    /// Holds an item: reservation `reservation`, held now by the request attempt `holder`.
+    Reserved { holder: u64, reservation: u64 },
     SoldOut,
-    /// Given back after a failed produce: the worker skips the order; a retry reserves afresh.
+    /// Locked by a failed produce: the order store is cancelling this reservation.
+    Cancelling(u64),
+    /// Given back after a cancellation: a retry reserves afresh.
     Released,
-    /// The worker is persisting the order.
-    Claimed,
 }
 
 /// Redis's keyspace for the order system.
@@ -39,48 +39,52 @@ pub struct CacheState {
 impl CacheState {
     /// The reservation script, as one atomic step.
     pub fn reserve(&mut self, product_id: &str, key: &str, attempt: u64) -> Reservation {
-        match self.keys.get(key) {
-            Some(KeyState::Reserved(_)) => {
-                self.keys.insert(key.to_string(), KeyState::Reserved(attempt));
-                return Reservation::Repeat { reserved: true };
+        match self.keys.get(key).copied() {
+            Some(KeyState::Reserved { reservation, .. }) => {
+                self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation });
+                return Reservation::Held { reservation };
             }
-            Some(KeyState::Claimed) => return Reservation::Repeat { reserved: true },
-            Some(KeyState::SoldOut) => return Reservation::Repeat { reserved: false },
+            Some(KeyState::Cancelling(reservation)) => return Reservation::Cancelling { reservation },
+            Some(KeyState::SoldOut) => return Reservation::RepeatSoldOut,
             Some(KeyState::Released) | None => {}
         }
         let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
-        let reserved = *stock > 0;
-        if reserved {
+        if *stock > 0 {
             *stock -= 1;
+            self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation: attempt });
+            Reservation::Reserved { reservation: attempt }
+        } else {
+            self.keys.insert(key.to_string(), KeyState::SoldOut);
+            Reservation::SoldOut
         }
-        self.keys.insert(key.to_string(), if reserved { KeyState::Reserved(attempt) } else { KeyState::SoldOut });
-        if reserved { Reservation::Reserved } else { Reservation::SoldOut }
     }
 
-    /// The release script, as one atomic step.
-    pub fn release(&mut self, product_id: &str, key: &str, attempt: u64) -> Release {
-        match self.keys.get(key) {
-            Some(KeyState::Reserved(holder)) if *holder == attempt => {
-                self.keys.insert(key.to_string(), KeyState::Released);
-                if let Some(stock) = self.stock.get_mut(product_id) {
-                    *stock += 1;
-                }
-                Release::Released
+    /// The lock script, as one atomic step.
+    pub fn lock_release(&mut self, key: &str, attempt: u64) -> ReleaseLock {
+        match self.keys.get(key).copied() {
+            Some(KeyState::Reserved { holder, reservation }) if holder == attempt => {
+                self.keys.insert(key.to_string(), KeyState::Cancelling(reservation));
+                ReleaseLock::Locked { reservation }
             }
-            Some(KeyState::Claimed) => Release::Claimed,
-            _ => Release::Unknown,
+            Some(_) => ReleaseLock::NotHeld,
+            None => ReleaseLock::Unknown,
         }
     }
 
-    /// The claim script, as one atomic step.
-    pub fn claim(&mut self, key: &str) -> Claim {
-        // A released key no longer holds an item, nor does one that a later retry found sold
-        // out: persisting its order would take an item Redis gave to someone else.
-        if matches!(self.keys.get(key), Some(KeyState::Released | KeyState::SoldOut)) {
-            return Claim::Cancelled;
+    /// The finishing script, as one atomic step.
+    pub fn finish_release(&mut self, product_id: &str, key: &str, reservation: u64, cancelled: bool) -> Release {
+        if self.keys.get(key) != Some(&KeyState::Cancelling(reservation)) {
+            return Release::Unknown;
         }
-        self.keys.insert(key.to_string(), KeyState::Claimed);
-        Claim::Proceed
+        if !cancelled {
+            self.keys.insert(key.to_string(), KeyState::Reserved { holder: 0, reservation });
+            return Release::Kept;
+        }
+        self.keys.insert(key.to_string(), KeyState::Released);
+        if let Some(stock) = self.stock.get_mut(product_id) {
+            *stock += 1;
+        }
+        Release::Released
     }
 
     /// Keys held, for maxmemory.
@@ -109,12 +113,18 @@ impl StockCache for MemStockCache {
         Ok(self.state.lock().expect("not poisoned").reserve(product_id, key, attempt))
     }
 
-    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").release(product_id, key, attempt))
+    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").lock_release(key, attempt))
     }
 
-    async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").claim(key))
+    async fn finish_release(
+        &self,
+        product_id: &str,
+        key: &str,
+        reservation: u64,
+        cancelled: bool,
+    ) -> Result<Release, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").finish_release(product_id, key, reservation, cancelled))
     }
 
     async fn grant_admission(&self, token: &str, _ttl: Duration) -> Result<(), CacheError> {
@@ -142,12 +152,17 @@ pub struct OrderDb {
     pub orders: BTreeMap<String, Order>,
     /// idempotency key -> order id
     pub keys: BTreeMap<String, String>,
+    /// Cancelled reservations: (idempotency key, reservation).
+    pub cancellations: BTreeSet<(String, u64)>,
 }
 
 impl OrderDb {
     /// The persist transaction, as one atomic step.
     pub fn persist(&mut self, order: &Order) -> Persisted {
         let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
+        if self.cancellations.contains(&(order.idempotency_key.clone(), order.reservation)) {
+            return Persisted::Cancelled;
+        }
         if self.orders.contains_key(&order.order_id) || self.keys.contains_key(&order.idempotency_key) {
             return Persisted::Duplicate;
         }
@@ -160,11 +175,23 @@ impl OrderDb {
         Persisted::Inserted
     }
 
+    /// The cancel transaction, as one atomic step.
+    pub fn cancel(&mut self, order: &Order) -> Cancel {
+        if self.keys.contains_key(&order.idempotency_key) {
+            return Cancel::Persisted;
+        }
+        self.cancellations.insert((order.idempotency_key.clone(), order.reservation));
+        Cancel::Cancelled
+    }
+
     /// The persist transaction of a table without unique constraints (planted bug
     /// `non-idempotent-insert`): a redelivered order becomes a second row.
     #[cfg(madsim)]
     pub fn persist_without_unique_keys(&mut self, order: &Order) -> Persisted {
         let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
+        if self.cancellations.contains(&(order.idempotency_key.clone(), order.reservation)) {
+            return Persisted::Cancelled;
+        }
         if *stock <= 0 {
             return Persisted::SoldOut;
         }
@@ -204,6 +231,10 @@ impl OrderStore for MemOrderStore {
 
     async fn persist(&self, order: &Order) -> Result<Persisted, OrderStoreError> {
         Ok(self.db.lock().expect("not poisoned").persist(order))
+    }
+
+    async fn cancel(&self, order: &Order) -> Result<Cancel, OrderStoreError> {
+        Ok(self.db.lock().expect("not poisoned").cancel(order))
     }
 
     async fn product(&self, product_id: &str) -> Result<Option<ProductRow>, OrderStoreError> {
@@ -365,7 +396,7 @@ mod tests {
         assert_eq!(api.order(Some(b"k"), None, &body("nope", "u")).await.reply.status, 404);
         // The worker persists each accepted order once, even when redelivered.
         let mut consumer = queue.consumer();
-        let stats = work_once(&mut consumer, &api.cache, &api.store).await.unwrap();
+        let stats = work_once(&mut consumer, &api.store).await.unwrap();
         assert_eq!((stats.inserted, stats.duplicates), (3, 1));
         assert_eq!(api.store.product("p").await.unwrap().unwrap().stock, 0);
         assert_eq!(queue.log.lock().unwrap().lag(), 0);
@@ -373,23 +404,60 @@ mod tests {
 
     #[tokio::test]
     async fn failed_produce_gives_the_item_back() {
-        let cache = MemStockCache::default();
-        let api = OrderApi::new(cache.clone(), DownProducer, MemOrderStore::default(), "http://room".into());
+        let (cache, store) = (MemStockCache::default(), MemOrderStore::default());
+        let api = OrderApi::new(cache.clone(), DownProducer, store.clone(), "http://room".into());
         api.init(br#"{"productId":"p","quantity":2}"#).await;
         let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
         assert_eq!((reply.status, reply.body["error"].as_str()), (503, Some("queue_unavailable")));
         assert_eq!(cache.stock("p").await.unwrap(), Some(2), "compensated");
         assert_eq!(cache.state.lock().unwrap().keys.get("k1"), Some(&KeyState::Released));
-        assert_eq!(cache.claim("k1").await.unwrap(), Claim::Cancelled, "the worker skips a released order");
-        // A claimed order cannot be released: the produce did land, the order is going through.
-        assert_eq!(cache.reserve("p", "k2", 7).await.unwrap(), Reservation::Reserved);
-        assert_eq!(cache.claim("k2").await.unwrap(), Claim::Proceed);
-        assert_eq!(cache.release("p", "k2", 7).await.unwrap(), Release::Claimed);
-        // A late release from an earlier attempt cannot undo a repeat's reservation.
-        assert_eq!(cache.reserve("p", "k3", 1).await.unwrap(), Reservation::Reserved);
-        assert_eq!(cache.reserve("p", "k3", 2).await.unwrap(), Reservation::Repeat { reserved: true });
-        assert_eq!(cache.release("p", "k3", 1).await.unwrap(), Release::Unknown);
-        assert_eq!(cache.release("p", "k3", 2).await.unwrap(), Release::Released);
+        // The cancellation is durable: the order, had its produce landed, is skipped.
+        let db = store.db.lock().unwrap().clone();
+        let (key, reservation) = db.cancellations.first().cloned().expect("one cancellation");
+        assert_eq!(key, "k1");
+        let mut landed = models::orders::PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order("k1");
+        landed.reservation = reservation;
+        assert_eq!(store.persist(&landed).await.unwrap(), Persisted::Cancelled);
+        assert_eq!(store.product("p").await.unwrap().unwrap().stock, 2, "a cancelled order takes nothing");
+    }
+
+    #[tokio::test]
+    async fn an_order_persisted_before_its_cancellation_stands() {
+        let (cache, store) = (MemStockCache::default(), MemOrderStore::default());
+        let api = OrderApi::new(cache.clone(), DownProducer, store.clone(), "http://room".into());
+        api.init(br#"{"productId":"p","quantity":2}"#).await;
+        // The produce "timed out" but landed, and the worker persisted it before the API's
+        // cancellation: the cancellation finds it, the answer is 200, the item stays taken.
+        let Reservation::Reserved { reservation } = cache.reserve("p", "k1", 5).await.unwrap() else {
+            panic!("reserved")
+        };
+        let mut order = models::orders::PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order("k1");
+        order.reservation = reservation;
+        assert_eq!(store.persist(&order).await.unwrap(), Persisted::Inserted);
+        // A retry of k1 re-arms the reservation and fails to produce too.
+        let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(cache.stock("p").await.unwrap(), Some(1), "the persisted order keeps its item");
+        // An attempt that no longer holds the key cannot lock it.
+        assert_eq!(cache.lock_release("k1", 5).await.unwrap(), ReleaseLock::NotHeld);
+        assert_eq!(cache.lock_release("nope", 5).await.unwrap(), ReleaseLock::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_retry_finishes_a_cancellation_left_locked() {
+        let (cache, store) = (MemStockCache::default(), MemOrderStore::default());
+        store.init_sale("p", 1).await.unwrap();
+        cache.set_stock("p", 1).await.unwrap();
+        // An attempt reserved, failed to produce, locked the key, and died before cancelling.
+        assert_eq!(cache.reserve("p", "k1", 3).await.unwrap(), Reservation::Reserved { reservation: 3 });
+        assert_eq!(cache.lock_release("k1", 3).await.unwrap(), ReleaseLock::Locked { reservation: 3 });
+        assert_eq!(cache.reserve("p", "k1", 4).await.unwrap(), Reservation::Cancelling { reservation: 3 });
+        // The retry cancels reservation 3, gives its item back, and reserves afresh.
+        let api = OrderApi::new(cache.clone(), MemQueue::new(1), store.clone(), "http://room".into());
+        let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(cache.stock("p").await.unwrap(), Some(0));
+        assert!(store.db.lock().unwrap().cancellations.contains(&("k1".to_string(), 3)));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use models::orders::Order;
 
-use crate::ports::orders::{CacheError, Claim, OrderConsumer, OrderStore, Persisted, QueueError, StockCache};
+use crate::ports::orders::{OrderConsumer, OrderStore, Persisted, QueueError};
 
 /// Messages polled per round.
 pub const WORKER_BATCH_MAX: usize = 500;
@@ -28,7 +28,7 @@ pub struct WorkStats {
     /// Orders PostgreSQL refused for lack of stock ("SOLD OUT in DB": the caches disagreed).
     pub sold_out: u64,
     pub no_sale: u64,
-    /// Orders whose reservation the API gave back after a failed produce: skipped.
+    /// Orders whose reservation the API cancelled after a failed produce: skipped.
     pub cancelled: u64,
 }
 
@@ -39,21 +39,14 @@ pub enum WorkError {
     Queue(#[from] QueueError),
     #[error("order store unavailable after {PERSIST_ATTEMPTS_MAX} attempts: {0}")]
     Store(String),
-    /// The claim needs the stock cache; without it nothing is persisted (a claim that is not
-    /// made could race with the API's release).
-    #[error(transparent)]
-    Cache(#[from] CacheError),
 }
 
-/// One round: poll, claim the batch, persist it, commit its offsets.
+/// One round: poll, persist the batch (skipping cancelled reservations, in the same
+/// transaction), commit its offsets.
 ///
 /// # Errors
 /// [`WorkError`] when the queue or the store failed; what persisted before is committed.
-pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
-    consumer: &mut C,
-    cache: &K,
-    store: &S,
-) -> Result<WorkStats, WorkError> {
+pub async fn work_once<C: OrderConsumer, S: OrderStore>(consumer: &mut C, store: &S) -> Result<WorkStats, WorkError> {
     let batch = consumer.poll(WORKER_BATCH_MAX, WORKER_POLL_WAIT).await?;
     #[cfg(madsim)]
     if crate::bugs::active(crate::bugs::Bug::OffsetBeforePersist) && !batch.is_empty() {
@@ -64,27 +57,13 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
     if batch.is_empty() {
         return Ok(stats);
     }
-    // The batch's claims in one round trip, then the claimed orders in one transaction, then
-    // the offsets: a failure anywhere commits nothing, and the redelivered batch claims and
-    // persists again harmlessly (both are idempotent).
-    let keys: Vec<String> = batch.iter().map(|m| m.order.idempotency_key.clone()).collect();
-    let claims = cache.claim_batch(&keys).await?;
-    if claims.len() != batch.len() {
-        // Committing offsets of orders neither claimed nor persisted would lose them.
-        return Err(CacheError::Unavailable(format!("{} claims for {} orders", claims.len(), batch.len())).into());
-    }
-    let mut claimed = Vec::with_capacity(batch.len());
-    for (message, claim) in batch.iter().zip(claims) {
-        match claim {
-            Claim::Proceed => claimed.push(message.order.clone()),
-            Claim::Cancelled => {
-                crate::bugs::coverage::mark("cancelled-order-skipped");
-                stats.cancelled += 1;
-            }
-        }
-    }
-    let persisted = persist_with_retries(store, &claimed).await?;
-    for (order, persisted) in claimed.iter().zip(persisted) {
+    // The batch in one transaction, then the offsets: a failure anywhere commits nothing, and
+    // the redelivered batch persists again harmlessly (the insert is idempotent). Whether an
+    // order's reservation was cancelled is decided inside that transaction, serialised with the
+    // API's cancellation on the product's row: the stock cache plays no part.
+    let orders: Vec<Order> = batch.iter().map(|m| m.order.clone()).collect();
+    let persisted = persist_with_retries(store, &orders).await?;
+    for (order, persisted) in orders.iter().zip(persisted) {
         match persisted {
             Persisted::Inserted => stats.inserted += 1,
             Persisted::Duplicate => {
@@ -95,6 +74,10 @@ pub async fn work_once<C: OrderConsumer, K: StockCache, S: OrderStore>(
                 stats.sold_out += 1;
                 tracing::error!(order_id = %order.order_id, product = %order.product_id,
                     "SOLD OUT in DB: data inconsistency detected, order not persisted");
+            }
+            Persisted::Cancelled => {
+                crate::bugs::coverage::mark("cancelled-order-skipped");
+                stats.cancelled += 1;
             }
             Persisted::NoSale => {
                 stats.no_sale += 1;

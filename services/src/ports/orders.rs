@@ -10,34 +10,53 @@ use serde::{Deserialize, Serialize};
 /// What a reservation in the stock cache answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
-    /// One item reserved for this key: queue the order.
-    Reserved,
+    /// One item taken now for this key: queue the order under `reservation` (this attempt's id).
+    Reserved { reservation: u64 },
+    /// The key already holds an item: re-armed under this attempt; queue the order again under
+    /// the same `reservation` (the worker persists it once).
+    Held { reservation: u64 },
     /// No stock left; remembered under the key, so a retry answers the same.
     SoldOut,
-    /// The key was seen before: its first answer (true: it was reserved).
-    Repeat { reserved: bool },
+    /// The key was found sold out before.
+    RepeatSoldOut,
+    /// An earlier attempt began cancelling this key's reservation and did not finish: finish it
+    /// (durable cancellation, then [`StockCache::finish_release`]) before reserving again.
+    Cancelling { reservation: u64 },
     /// The product has no sale in the cache (never initialised, or Redis lost it).
     NoSale,
 }
 
-/// What undoing a reservation found.
+/// What locking a reservation for its cancellation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Release {
-    /// The item is back in stock and the order is cancelled: the worker will skip it.
-    Released,
-    /// The worker already claimed the order: it is queued and being persisted.
-    Claimed,
-    /// No reservation under the key (Redis lost it): nothing to undo.
+pub enum ReleaseLock {
+    /// This attempt held the reservation; it is now locked (`cancelling`): no attempt can re-arm
+    /// it, so no attempt can be answered "accepted" for it until the lock is finished.
+    Locked { reservation: u64 },
+    /// Another attempt holds the key now (a retry re-armed it), or it was given back or found
+    /// sold out: this attempt decides nothing.
+    NotHeld,
+    /// Redis does not know the key (it restarted): nothing to lock.
     Unknown,
 }
 
-/// What the worker's claim of an order found.
+/// What finishing a release did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Claim {
-    /// Persist it (reserved, or Redis no longer knows the key).
-    Proceed,
-    /// The API gave the item back after a failed produce: skip it.
+pub enum Release {
+    /// The item is back in stock and the key released: a retry reserves afresh.
+    Released,
+    /// The order was persisted after all: the key holds its item again.
+    Kept,
+    /// The key was not locked for this reservation (already finished, or Redis lost it).
+    Unknown,
+}
+
+/// What cancelling a reservation in the order store found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cancel {
+    /// The reservation is cancelled durably: no message queued under it will be persisted.
     Cancelled,
+    /// An order with this key is already persisted: it stands.
+    Persisted,
 }
 
 /// Stock cache errors.
@@ -60,10 +79,11 @@ pub trait StockCache: Send + Sync + 'static {
     /// The product's stock, if it has a sale.
     fn stock(&self, product_id: &str) -> impl Future<Output = Result<Option<i64>, CacheError>> + Send;
 
-    /// Atomically: answers a known key with its first answer; otherwise takes one item if the
-    /// stock is positive and remembers the key either way.
-    /// `attempt` names this request: a repeat re-arms the reservation under it, so a release
-    /// sent by an earlier attempt (delayed on the network) cannot undo it.
+    /// Atomically: answers a known key with its first answer (re-arming a held reservation
+    /// under `attempt`); otherwise takes one item if the stock is positive and remembers the key
+    /// either way. `attempt` names this request: only the attempt that holds a reservation can
+    /// lock it for cancellation, so a lock sent by an earlier attempt (delayed on the network)
+    /// cannot undo a reservation a later attempt is using.
     fn reserve(
         &self,
         product_id: &str,
@@ -71,31 +91,21 @@ pub trait StockCache: Send + Sync + 'static {
         attempt: u64,
     ) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
 
-    /// Undoes a reservation whose produce failed, atomically against the worker's claim: gives
-    /// the item back and marks the key released (a retry reserves afresh), unless the worker
-    /// already claimed the order.
-    /// Only the attempt that holds the reservation can release it.
-    fn release(
+    /// The first step of giving back the item of a reservation whose produce failed: if
+    /// `attempt` holds the key, marks it `cancelling` (no re-arm, no reservation) and answers
+    /// the reservation. The item stays taken until [`StockCache::finish_release`].
+    fn lock_release(&self, key: &str, attempt: u64) -> impl Future<Output = Result<ReleaseLock, CacheError>> + Send;
+
+    /// The last step, after the order store decided (see [`OrderStore::cancel`]): for a key
+    /// still `cancelling` this reservation, `cancelled` gives the item back and releases the key;
+    /// otherwise (the order was persisted) the key holds its item again. Idempotent.
+    fn finish_release(
         &self,
         product_id: &str,
         key: &str,
-        attempt: u64,
+        reservation: u64,
+        cancelled: bool,
     ) -> impl Future<Output = Result<Release, CacheError>> + Send;
-
-    /// The worker's claim of a queued order before persisting it, atomically against `release`.
-    fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, CacheError>> + Send;
-
-    /// The claims of a batch, in order, each atomic against `release` as [`StockCache::claim`]
-    /// is. Adapters that can send them in one round trip do.
-    fn claim_batch(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Claim>, CacheError>> + Send {
-        async move {
-            let mut claims = Vec::with_capacity(keys.len());
-            for key in keys {
-                claims.push(self.claim(key).await?);
-            }
-            Ok(claims)
-        }
-    }
 
     /// Stores a one-time waiting-room admission token.
     fn grant_admission(&self, token: &str, ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
@@ -161,6 +171,8 @@ pub enum Persisted {
     SoldOut,
     /// The product has no sale in PostgreSQL: not inserted.
     NoSale,
+    /// Its reservation was cancelled (see [`OrderStore::cancel`]): not inserted.
+    Cancelled,
 }
 
 /// A product's truth in PostgreSQL.
@@ -185,8 +197,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Starts a sale: sets the product's stock and initial stock (orders so far are kept).
     fn init_sale(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), OrderStoreError>> + Send;
 
-    /// In one transaction: inserts the order (idempotent on its id) and decrements the stock
-    /// where stock > 0.
+    /// In one transaction, serialised with [`OrderStore::cancel`] on the product's row: skips an
+    /// order whose reservation was cancelled, else inserts the order (idempotent on its id and
+    /// key) and decrements the stock where stock > 0.
     fn persist(&self, order: &Order) -> impl Future<Output = Result<Persisted, OrderStoreError>> + Send;
 
     /// Persists a batch in order, each order as [`OrderStore::persist`] would. Adapters that can
@@ -201,6 +214,12 @@ pub trait OrderStore: Send + Sync + 'static {
             Ok(persisted)
         }
     }
+
+    /// In one transaction, serialised with [`OrderStore::persist`] on the product's row: when no
+    /// order with this key is persisted, records the cancellation of `order.reservation`, so
+    /// that no message queued under it is ever persisted. Idempotent. Written before the item is
+    /// given back in the cache: an order is either persisted or cancelled, never both.
+    fn cancel(&self, order: &Order) -> impl Future<Output = Result<Cancel, OrderStoreError>> + Send;
 
     fn product(&self, product_id: &str) -> impl Future<Output = Result<Option<ProductRow>, OrderStoreError>> + Send;
 

@@ -21,8 +21,8 @@ use models::orders::Order;
 use serde::{Deserialize, Serialize};
 use services::orders::mem::{CacheState, KeyState, LogState, OrderDb};
 use services::ports::orders::{
-    CacheError, Claim, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
-    QueuedOrder, Release, Reservation, StockCache,
+    CacheError, Cancel, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
+    QueuedOrder, Release, ReleaseLock, Reservation, StockCache,
 };
 
 use crate::trace;
@@ -85,8 +85,8 @@ pub enum RedisReq {
     SetStock(String, i64),
     Get(String),
     Reserve(String, String, u64),
-    Release(String, String, u64),
-    Claim(String),
+    LockRelease(String, u64),
+    FinishRelease { product: String, key: String, reservation: u64, cancelled: bool },
     /// The separate steps of a non-atomic check (planted bug): decrement, remember the key.
     Decr(String),
     RememberKey(String, bool, u64),
@@ -104,8 +104,8 @@ pub enum RedisResp {
     Done,
     Stock(Option<i64>),
     Reservation(Reservation),
+    Lock(ReleaseLock),
     Release(Release),
-    Claim(Claim),
     Flag(bool),
 }
 
@@ -139,15 +139,20 @@ pub async fn serve_redis(node: RedisNode) {
                 }
                 RedisReq::Get(p) => RedisResp::Stock(m.stock.get(&p).copied()),
                 RedisReq::Reserve(p, k, a) => RedisResp::Reservation(m.reserve(&p, &k, a)),
-                RedisReq::Release(p, k, a) => RedisResp::Release(m.release(&p, &k, a)),
-                RedisReq::Claim(k) => RedisResp::Claim(m.claim(&k)),
+                RedisReq::LockRelease(k, a) => RedisResp::Lock(m.lock_release(&k, a)),
+                RedisReq::FinishRelease { product, key, reservation, cancelled } => {
+                    RedisResp::Release(m.finish_release(&product, &key, reservation, cancelled))
+                }
                 RedisReq::Decr(p) => {
                     let s = m.stock.entry(p).or_insert(0);
                     *s -= 1;
                     RedisResp::Stock(Some(*s))
                 }
                 RedisReq::RememberKey(k, reserved, a) => {
-                    m.keys.insert(k, if reserved { KeyState::Reserved(a) } else { KeyState::SoldOut });
+                    m.keys.insert(
+                        k,
+                        if reserved { KeyState::Reserved { holder: a, reservation: a } } else { KeyState::SoldOut },
+                    );
                     RedisResp::Done
                 }
                 RedisReq::Grant(t) => {
@@ -217,7 +222,7 @@ impl StockCache for SimStockCache {
                 Some(s) if s > 0 => {
                     self.call(RedisReq::Decr(product_id.into())).await?;
                     self.call(RedisReq::RememberKey(key.into(), true, attempt)).await?;
-                    Ok(Reservation::Reserved)
+                    Ok(Reservation::Reserved { reservation: attempt })
                 }
                 Some(_) => Ok(Reservation::SoldOut),
             };
@@ -228,16 +233,23 @@ impl StockCache for SimStockCache {
         }
     }
 
-    async fn release(&self, product_id: &str, key: &str, attempt: u64) -> Result<Release, CacheError> {
-        match self.call(RedisReq::Release(product_id.into(), key.into(), attempt)).await? {
-            RedisResp::Release(r) => Ok(r),
+    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        match self.call(RedisReq::LockRelease(key.into(), attempt)).await? {
+            RedisResp::Lock(l) => Ok(l),
             other => odd(other),
         }
     }
 
-    async fn claim(&self, key: &str) -> Result<Claim, CacheError> {
-        match self.call(RedisReq::Claim(key.into())).await? {
-            RedisResp::Claim(c) => Ok(c),
+    async fn finish_release(
+        &self,
+        product_id: &str,
+        key: &str,
+        reservation: u64,
+        cancelled: bool,
+    ) -> Result<Release, CacheError> {
+        let req = RedisReq::FinishRelease { product: product_id.into(), key: key.into(), reservation, cancelled };
+        match self.call(req).await? {
+            RedisResp::Release(r) => Ok(r),
             other => odd(other),
         }
     }
@@ -459,6 +471,7 @@ impl OrderConsumer for SimKafka {
 pub enum DbReq {
     Init(String, i64),
     Persist(Box<Order>),
+    Cancel(Box<Order>),
     Product(String),
     Products,
     Orders(String),
@@ -468,6 +481,7 @@ pub enum DbReq {
 pub enum DbResp {
     Done,
     Persisted(Persisted),
+    Cancel(Cancel),
     Rows(Vec<ProductRow>),
     Orders(Vec<Order>),
 }
@@ -497,6 +511,11 @@ pub async fn serve_db(db: Arc<Mutex<OrderDb>>) {
                     };
                     trace::record("orders-db", &format!("persist {} -> {persisted:?}", order.order_id));
                     DbResp::Persisted(persisted)
+                }
+                DbReq::Cancel(order) => {
+                    let cancel = d.cancel(&order);
+                    trace::record("orders-db", &format!("cancel {} #{:x} -> {cancel:?}", order.order_id, order.reservation));
+                    DbResp::Cancel(cancel)
                 }
                 DbReq::Product(p) => DbResp::Rows(d.row(&p).into_iter().collect()),
                 DbReq::Products => DbResp::Rows(d.products.keys().filter_map(|p| d.row(p)).collect()),
@@ -538,6 +557,13 @@ impl OrderStore for SimOrderStore {
     async fn persist(&self, order: &Order) -> Result<Persisted, OrderStoreError> {
         match self.call(DbReq::Persist(Box::new(order.clone()))).await? {
             DbResp::Persisted(p) => Ok(p),
+            other => odd_db(other),
+        }
+    }
+
+    async fn cancel(&self, order: &Order) -> Result<Cancel, OrderStoreError> {
+        match self.call(DbReq::Cancel(Box::new(order.clone()))).await? {
+            DbResp::Cancel(c) => Ok(c),
             other => odd_db(other),
         }
     }

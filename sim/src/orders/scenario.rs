@@ -240,12 +240,11 @@ async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
 
 async fn run_worker() {
     let store = SimOrderStore::connect().await;
-    let cache = SimStockCache::connect().await;
     loop {
         let mut consumer = SimKafka::connect().await;
         loop {
-            match worker::work_once(&mut consumer, &cache, &store).await {
-                Ok(stats) if stats.inserted + stats.duplicates + stats.sold_out > 0 => {
+            match worker::work_once(&mut consumer, &store).await {
+                Ok(stats) if stats.inserted + stats.duplicates + stats.sold_out + stats.cancelled > 0 => {
                     trace::record("worker", &format!("{stats:?}"));
                 }
                 Ok(_) => {}
