@@ -468,6 +468,8 @@ async fn redis_restart_with_compensated_orders_in_the_topic_loses_no_accepted_or
     let redis = t.redis.as_mut().unwrap();
     redis.stop();
     redis.restart();
+    let (status, body) = t.order(&product, "late", format!("{product}-late")).await;
+    assert_eq!(status, 503, "the cache lost the sale: {body}");
     let report = t.orders.reconcile(false).await.unwrap();
     assert_eq!(report.drifts.len(), 1, "{report:?}");
     t.start_worker();

@@ -159,10 +159,8 @@ mod tests {
         let order = PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order("key");
         assert_eq!(order.order_id, order_id_for("key"));
         // A message queued before reservations were named still reads.
-        let old: Order = serde_json::from_str(
-            r#"{"order_id":"o","product_id":"p","user_id":"u","idempotency_key":"k"}"#,
-        )
-        .unwrap();
+        let old: Order =
+            serde_json::from_str(r#"{"order_id":"o","product_id":"p","user_id":"u","idempotency_key":"k"}"#).unwrap();
         assert_eq!(old.reservation, 0);
     }
 }

@@ -280,8 +280,8 @@ impl Orders {
     /// [`OrdersError`] when a dependency is down.
     pub async fn reconcile(&self, quiet: bool) -> Result<ReconcileReport, OrdersError> {
         let consumer = KafkaOrderConsumer::observer(&self.config.kafka_brokers, kafka::CONSUMER_GROUP)?;
-        let lag = consumer.lag().await?;
-        drop(consumer);
+        let lag =
+            || async { consumer.lag().await.map_err(|e| crate::orders::reconcile::ReconcileError::Lag(e.to_string())) };
         Ok(reconcile(&self.cache, &self.store, lag, quiet).await?)
     }
 }

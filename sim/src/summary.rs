@@ -157,8 +157,7 @@ impl SweepSummary {
         assert_eq!((self.shard_count, next.shard_count), (1, 1), "unsharded chunks");
         assert_eq!((&next.scenario, &next.bug, &next.commit), (&self.scenario, &self.bug, &self.commit));
         let digest = |d: &str| u64::from_str_radix(d, 16).expect("a digest this process made");
-        self.trace_digest =
-            format!("{:016x}", digest(&self.trace_digest).wrapping_add(digest(&next.trace_digest)));
+        self.trace_digest = format!("{:016x}", digest(&self.trace_digest).wrapping_add(digest(&next.trace_digest)));
         self.count += next.count;
         self.seeds += next.seeds;
         self.failures.extend(next.failures);

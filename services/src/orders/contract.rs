@@ -95,10 +95,7 @@ async fn cancellation_clauses<S: OrderStore>(store: &S, prefix: &str) -> Result<
         persisted == vec![Persisted::Cancelled, Persisted::Inserted, Persisted::Cancelled],
         "only the cancelled reservation is skipped in a batch",
     )?;
-    check(
-        store.cancel(&retry).await.map_err(e("cancel"))? == Cancel::Persisted,
-        "a persisted order is not cancelled",
-    )?;
+    check(store.cancel(&retry).await.map_err(e("cancel"))? == Cancel::Persisted, "a persisted order is not cancelled")?;
     check(store.persist(&retry).await.map_err(e("persist"))? == Persisted::Duplicate, "it stays persisted once")?;
     let row = store.product(&sale).await.map_err(e("product"))?.ok_or("the sale vanished")?;
     check(row.stock == 2 && row.orders == 1, "one item for the one persisted order")?;

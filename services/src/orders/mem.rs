@@ -18,7 +18,10 @@ use crate::ports::orders::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyState {
     /// Holds an item: reservation `reservation`, held now by the request attempt `holder`.
-    Reserved { holder: u64, reservation: u64 },
+    Reserved {
+        holder: u64,
+        reservation: u64,
+    },
     SoldOut,
     /// Locked by a failed produce: the order store is cancelling this reservation.
     Cancelling(u64),
@@ -496,12 +499,12 @@ mod tests {
                 .unwrap();
         }
         *cache.state.lock().unwrap() = CacheState::default();
-        let report = reconcile(&cache, &store, 2, false).await.unwrap();
+        let report = reconcile(&cache, &store, || async { Ok(2) }, false).await.unwrap();
         assert_eq!(report.drifts.len(), 1);
         assert_eq!(cache.stock("p").await.unwrap(), Some(4), "PostgreSQL's 6, minus 2 possibly in flight");
-        reconcile(&cache, &store, 0, false).await.unwrap();
+        reconcile(&cache, &store, || async { Ok(0) }, false).await.unwrap();
         assert_eq!(cache.stock("p").await.unwrap(), Some(4), "never raised while the sale may run");
-        reconcile(&cache, &store, 0, true).await.unwrap();
+        reconcile(&cache, &store, || async { Ok(0) }, true).await.unwrap();
         assert_eq!(cache.stock("p").await.unwrap(), Some(6), "exact once nothing is in flight");
     }
 }

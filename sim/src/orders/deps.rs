@@ -86,7 +86,12 @@ pub enum RedisReq {
     Get(String),
     Reserve(String, String, u64),
     LockRelease(String, u64),
-    FinishRelease { product: String, key: String, reservation: u64, cancelled: bool },
+    FinishRelease {
+        product: String,
+        key: String,
+        reservation: u64,
+        cancelled: bool,
+    },
     /// The separate steps of a non-atomic check (planted bug): decrement, remember the key.
     Decr(String),
     RememberKey(String, bool, u64),
@@ -514,7 +519,10 @@ pub async fn serve_db(db: Arc<Mutex<OrderDb>>) {
                 }
                 DbReq::Cancel(order) => {
                     let cancel = d.cancel(&order);
-                    trace::record("orders-db", &format!("cancel {} #{:x} -> {cancel:?}", order.order_id, order.reservation));
+                    trace::record(
+                        "orders-db",
+                        &format!("cancel {} #{:x} -> {cancel:?}", order.order_id, order.reservation),
+                    );
                     DbResp::Cancel(cancel)
                 }
                 DbReq::Product(p) => DbResp::Rows(d.row(&p).into_iter().collect()),

@@ -434,7 +434,10 @@ async fn run_reconcile(ctx: &Ctx) -> Option<services::orders::reconcile::Reconci
     node.spawn(async move {
         let cache = SimStockCache::connect().await;
         let store = SimOrderStore::connect().await;
-        let lag = kafka.lock().expect("not poisoned").log.lag();
+        let lag = || {
+            let lag = kafka.lock().expect("not poisoned").log.lag();
+            async move { Ok(lag) }
+        };
         // After heal, drain and with every client done: the sale is quiet.
         reconcile(&cache, &store, lag, true).await.ok()
     })
@@ -584,9 +587,12 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             let node = Handle::current().create_node().name("operator").ip([10, 1, 9, 253].into()).build_tracked();
             let operator = node.spawn(async move {
                 let (cache, store) = (SimStockCache::connect().await, SimOrderStore::connect().await);
+                let lag = || {
+                    let lag = kafka.lock().expect("not poisoned").log.lag();
+                    async move { Ok(lag) }
+                };
                 for _ in 0..8 {
                     madsim::time::sleep(Duration::from_secs(2)).await;
-                    let lag = kafka.lock().expect("not poisoned").log.lag();
                     let report = reconcile(&cache, &store, lag, false).await;
                     trace::record("operator", &format!("reconcile: {report:?}"));
                 }
