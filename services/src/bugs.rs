@@ -34,10 +34,16 @@ pub enum Bug {
     /// After a Redis restart the sale is re-created from its initial quantity, not from
     /// PostgreSQL.
     NoReinitAfterRedisRestart,
+    /// "The produce failed, so the order failed": after a failed produce the API answers 503
+    /// "nothing was reserved" even when the cancellation found the order already persisted.
+    MisclassifiedRefusal,
+    /// A two-stream append (a transfer) expects the first stream's next version on both
+    /// streams: it conflicts with nobody, every attempt, and the transfer answers 409.
+    ConflictStorm,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 13] = [
         Bug::NoOptimisticLock,
         Bug::RetryWithoutKey,
         Bug::PublishWithoutOutbox,
@@ -49,6 +55,8 @@ impl Bug {
         Bug::NonIdempotentInsert,
         Bug::NoCompensation,
         Bug::NoReinitAfterRedisRestart,
+        Bug::MisclassifiedRefusal,
+        Bug::ConflictStorm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +72,8 @@ impl Bug {
             Bug::NonIdempotentInsert => "non-idempotent-insert",
             Bug::NoCompensation => "no-compensation",
             Bug::NoReinitAfterRedisRestart => "no-reinit-after-redis-restart",
+            Bug::MisclassifiedRefusal => "misclassified-refusal",
+            Bug::ConflictStorm => "conflict-storm",
         }
     }
 }

@@ -45,8 +45,9 @@ impl Shard {
 
     /// The seeds of `from..from + count` that belong to this shard, in order.
     pub fn seeds(self, from: u64, count: u64) -> impl Iterator<Item = u64> {
-        let first = from + self.index;
-        (first..from + count).step_by(self.of as usize)
+        let end = from.saturating_add(count);
+        let first = from.saturating_add(self.index).min(end);
+        (first..end).step_by(self.of as usize)
     }
 }
 

@@ -92,7 +92,7 @@ enum Command {
         #[arg(long)]
         seeds: Option<u64>,
         /// A time budget for the whole soak (e.g. `45m`), shared out over the scenarios; each
-        /// runs chunks of 500 seeds until its share is spent (and at most --seeds, if given).
+        /// runs chunks of 50 to 500 seeds until its share is spent (and at most --seeds, if given).
         #[arg(long = "for", value_name = "DURATION", value_parser = budget)]
         budget: Option<std::time::Duration>,
         /// First seed (choose a range `cargo sim` does not run: its sweeps start at 0).
@@ -1116,8 +1116,11 @@ mod sim {
         if summary.failures.is_empty() { EXIT_OK } else { EXIT_VIOLATION }
     }
 
-    /// Seeds a time-budgeted soak runs between two looks at the clock.
-    pub const SOAK_CHUNK_SEEDS: u64 = 500;
+    /// Seeds a time-budgeted soak runs between two looks at the clock: the first chunk of a
+    /// scenario is the smallest (a spent budget is overrun by at most that many seeds per
+    /// scenario), each next one twice the last, up to the largest.
+    pub const SOAK_CHUNK_SEEDS_MIN: u64 = 50;
+    pub const SOAK_CHUNK_SEEDS_MAX: u64 = 500;
 
     /// How a long sweep runs and reports.
     pub struct SoakOptions {
@@ -1200,10 +1203,12 @@ mod sim {
                     let bar = seed_bar(0, quiet);
                     bar.set_prefix(format!("{} ", scenario.name()));
                     let mut run: Option<SweepSummary> = None;
+                    let mut size = SOAK_CHUNK_SEEDS_MIN;
                     loop {
                         let from = run.as_ref().map_or(options.from, |r| r.from + r.count);
                         let ran = from - options.from;
-                        let chunk = SOAK_CHUNK_SEEDS.min(capped - ran);
+                        let chunk = size.min(capped - ran);
+                        size = (size * 2).min(SOAK_CHUNK_SEEDS_MAX);
                         if chunk == 0 || (run.is_some() && std::time::Instant::now() >= until) {
                             break;
                         }

@@ -28,6 +28,7 @@ pub const ORDERS_PARTITIONS: i32 = 3;
 pub const CONSUMER_GROUP: &str = "inventory-group";
 /// How long a produce may take, queueing and retries included, before it is ambiguous.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+const _: () = assert!(PRODUCE_TIMEOUT.as_millis() <= crate::ports::orders::PRODUCE_DEADLINE_MAX.as_millis());
 /// Timeout of metadata, commit and admin requests.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

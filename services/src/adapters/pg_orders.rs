@@ -26,6 +26,14 @@ pub async fn migrate(pool: &PgPool) -> Result<(), crate::adapters::pg::SetupErro
     Ok(())
 }
 
+/// Both transactions that must serialise on a product's row (persist, cancel) read what the
+/// other committed once they hold the lock: that needs a fresh snapshot per statement, READ
+/// COMMITTED, whatever the server's default isolation.
+async fn read_committed(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), OrderStoreError> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut **tx).await.map_err(store_error)?;
+    Ok(())
+}
+
 /// The order store on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgOrderStore {
@@ -97,6 +105,7 @@ impl OrderStore for PgOrderStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(store_error)?;
+        read_committed(&mut tx).await?;
         let mut products: Vec<String> = orders.iter().map(|o| o.product_id.clone()).collect();
         products.sort_unstable();
         products.dedup();
@@ -110,21 +119,19 @@ impl OrderStore for PgOrderStore {
         let mut stock: BTreeMap<String, i64> = rows.into_iter().collect();
         // Cancelled reservations, read under the products' row locks: a cancellation committed
         // before them is seen, and one not yet committed waits for this transaction.
-        let (keys, reservations): (Vec<String>, Vec<i64>) =
-            orders.iter().map(|o| (o.idempotency_key.clone(), o.reservation as i64)).unzip();
-        let cancelled: BTreeSet<(String, i64)> = sqlx::query_as(
+        let keys: Vec<String> = orders.iter().map(|o| o.idempotency_key.clone()).collect();
+        let cancelled: BTreeMap<String, i64> = sqlx::query_as(
             "SELECT c.idempotency_key, c.reservation FROM order_cancellations c \
-             JOIN unnest($1::text[], $2::bigint[]) AS t(idempotency_key, reservation) \
-             ON c.idempotency_key = t.idempotency_key AND c.reservation = t.reservation",
+             WHERE c.idempotency_key = ANY($1)",
         )
         .bind(&keys)
-        .bind(&reservations)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?
         .into_iter()
         .collect();
-        let is_cancelled = |o: &Order| cancelled.contains(&(o.idempotency_key.clone(), o.reservation as i64));
+        let is_cancelled =
+            |o: &Order| cancelled.get(&o.idempotency_key).is_some_and(|latest| o.reservation as i64 <= *latest);
         let for_sale: Vec<&Order> =
             orders.iter().filter(|o| stock.contains_key(&o.product_id) && !is_cancelled(o)).collect();
         let column = |f: fn(&Order) -> &String| for_sale.iter().map(|o| f(o).clone()).collect::<Vec<String>>();
@@ -198,7 +205,10 @@ impl OrderStore for PgOrderStore {
         // The product's row lock first, as the worker's persist takes it: the two transactions
         // run one after the other, and each then sees what the other committed.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT 1 FROM products WHERE product_id = $1 FOR UPDATE")
+        read_committed(&mut tx).await?;
+        // FOR SHARE: cancellations of one product do not wait for each other, only for (and
+        // are waited for by) the worker's FOR UPDATE.
+        sqlx::query("SELECT 1 FROM products WHERE product_id = $1 FOR SHARE")
             .bind(&order.product_id)
             .fetch_optional(&mut *tx)
             .await
@@ -214,7 +224,8 @@ impl OrderStore for PgOrderStore {
         }
         sqlx::query(
             "INSERT INTO order_cancellations (idempotency_key, reservation, product_id) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (idempotency_key) DO UPDATE \
+             SET reservation = GREATEST(order_cancellations.reservation, EXCLUDED.reservation), cancelled_at = now()",
         )
         .bind(&order.idempotency_key)
         .bind(order.reservation as i64)

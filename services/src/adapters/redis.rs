@@ -18,50 +18,64 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an idempotency key's answer is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The one script, each op one atomic step. A key's value: `reserved:<holder>:<reservation>`
-/// (holds an item; `holder` is the request attempt using it now), `cancelling:<reservation>`
-/// (locked by a failed produce while the order store cancels it), `released`, `soldout`.
+/// The one script, each op one atomic step. A key's value: `reserved|<holder>|<reservation>|<product>`
+/// (holds an item; `holder` is the request attempt using it now), `cancelling|<reservation>|<product>`
+/// (locked by a failed produce while the order store cancels it; the item still held),
+/// `released`, `soldout` (`|` appears in no product id). Per product: `product:{id}:stock`,
+/// `product:{id}:locks` (the unfinished locks, `<reservation>|<key>`) and `product:{id}:after_loss` (set by a
+/// re-initialisation after Redis lost the sale, cleared by an exact `SET`).
 /// `reserve` answers a known key with its state (re-arming a held one under the attempt) or
 /// takes one item if any is left; `lock` locks the key for the attempt that holds it;
 /// `finish` gives the item back (`cancelled` = 1) or keeps it, for a key locked for that
 /// reservation.
 pub const STOCK_SCRIPT: &str = r#"
-local stock_key, idem_key = KEYS[1], KEYS[2]
-local op, ttl, attempt, reservation, cancelled = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local stock_key, idem_key, locks_key, loss_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local key = string.sub(idem_key, 6)
+local op, ttl, attempt, reservation, cancelled, product = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local seen = redis.call('GET', idem_key)
-local holder, held = nil, nil
-if seen then holder, held = string.match(seen, '^reserved:(%d+):(%d+)$') end
+local r_holder, r_res, r_product, c_res, c_product
+if seen then
+  r_holder, r_res, r_product = string.match(seen, '^reserved|(%d+)|(%d+)|(.+)$')
+  c_res, c_product = string.match(seen, '^cancelling|(%d+)|(.+)$')
+end
 if op == 'reserve' then
-  if held then
-    redis.call('SET', idem_key, 'reserved:' .. attempt .. ':' .. held, 'EX', ttl)
-    return 'held:' .. held
+  if r_holder then
+    if r_product ~= product then return 'otherproduct' end
+    redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. r_res .. '|' .. product, 'EX', ttl)
+    return 'held:' .. r_res
   end
-  if seen and string.sub(seen, 1, 11) == 'cancelling:' then return seen end
+  if c_res then
+    if c_product ~= product then return 'otherproduct' end
+    return 'cancelling:' .. c_res
+  end
   if seen == 'soldout' then return 'repeat:soldout' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
   if tonumber(stock) > 0 then
     redis.call('DECR', stock_key)
-    redis.call('SET', idem_key, 'reserved:' .. attempt .. ':' .. attempt, 'EX', ttl)
+    redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. attempt .. '|' .. product, 'EX', ttl)
     return 'reserved:' .. attempt
   end
+  if not seen and redis.call('EXISTS', loss_key) == 1 then return 'soldout:afterloss' end
   redis.call('SET', idem_key, 'soldout', 'EX', ttl)
   return 'soldout'
 elseif op == 'lock' then
   if not seen then return 'unknown' end
-  if holder == attempt then
-    redis.call('SET', idem_key, 'cancelling:' .. held, 'EX', ttl)
-    return 'locked:' .. held
+  if r_holder == attempt and r_product == product then
+    redis.call('SET', idem_key, 'cancelling|' .. r_res .. '|' .. product, 'EX', ttl)
+    redis.call('SADD', locks_key, r_res .. '|' .. key)
+    return 'locked:' .. r_res
   end
   return 'notheld'
 elseif op == 'finish' then
-  if seen ~= 'cancelling:' .. reservation then return 'unknown' end
+  if seen ~= 'cancelling|' .. reservation .. '|' .. product then return 'unknown' end
+  redis.call('SREM', locks_key, reservation .. '|' .. key)
   if cancelled == '1' then
     redis.call('SET', idem_key, 'released', 'EX', ttl)
     if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
     return 'released'
   end
-  redis.call('SET', idem_key, 'reserved:0:' .. reservation, 'EX', ttl)
+  redis.call('SET', idem_key, 'reserved|0|' .. reservation .. '|' .. product, 'EX', ttl)
   return 'kept'
 end
 return redis.error_reply('unknown op ' .. tostring(op))
@@ -74,6 +88,16 @@ fn number_after(answer: &str, prefix: &str) -> Option<u64> {
 
 pub fn stock_key(product_id: &str) -> String {
     format!("product:{product_id}:stock")
+}
+
+/// The product's `cancelling` locks not yet finished: a set of `<reservation>|<key>`.
+pub fn locks_key(product_id: &str) -> String {
+    format!("product:{product_id}:locks")
+}
+
+/// Set while the sale runs on a stock re-initialised after Redis lost it.
+pub fn loss_key(product_id: &str) -> String {
+    format!("product:{product_id}:after_loss")
 }
 
 /// The stock cache on Redis.
@@ -201,17 +225,21 @@ impl RedisStockCache {
         reservation: u64,
         cancelled: bool,
     ) -> Result<String, CacheError> {
-        let (stock, idem) = (stock_key(product_id), format!("idem:{key}"));
+        let keys = [stock_key(product_id), format!("idem:{key}"), locks_key(product_id), loss_key(product_id)];
         let script = self.script.clone();
+        let product = product_id.to_string();
         self.run(|mut c| async move {
-            script
-                .key(stock)
-                .key(idem)
+            let mut invocation = script.prepare_invoke();
+            for k in keys {
+                invocation.key(k);
+            }
+            invocation
                 .arg(op)
                 .arg(IDEMPOTENCY_TTL.as_secs())
                 .arg(attempt)
                 .arg(reservation)
                 .arg(u8::from(cancelled))
+                .arg(product)
                 .invoke_async(&mut c)
                 .await
         })
@@ -231,17 +259,63 @@ impl RedisStockCache {
     /// # Errors
     /// [`CacheError`] when Redis does not answer.
     pub async fn flush_product(&self, product_id: &str) -> Result<(), CacheError> {
-        let key = stock_key(product_id);
-        self.run(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await }).await.map(|_| ())
+        let keys = [stock_key(product_id), locks_key(product_id), loss_key(product_id)];
+        self.run(|mut c| async move { redis::cmd("DEL").arg(&keys).query_async::<i64>(&mut c).await }).await.map(|_| ())
     }
 }
 
 impl StockCache for RedisStockCache {
     async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
-        let key = stock_key(product_id);
-        self.run(|mut c| async move { redis::cmd("SET").arg(key).arg(quantity).query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
+        let (key, loss) = (stock_key(product_id), loss_key(product_id));
+        self.run(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(key)
+                .arg(quantity)
+                .ignore()
+                .cmd("DEL")
+                .arg(loss)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn reinit_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
+        let (key, loss) = (stock_key(product_id), loss_key(product_id));
+        self.run(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(key)
+                .arg(quantity)
+                .ignore()
+                .cmd("SET")
+                .arg(loss)
+                .arg(1)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn locks(&self, product_id: &str) -> Result<Vec<(String, u64)>, CacheError> {
+        let set = locks_key(product_id);
+        let members: Vec<String> =
+            self.run(|mut c| async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await }).await?;
+        let mut locks = Vec::with_capacity(members.len());
+        for member in members {
+            let parsed = member.split_once('|').and_then(|(r, k)| Some((k.to_string(), r.parse::<u64>().ok()?)));
+            match parsed {
+                Some(lock) => locks.push(lock),
+                None => return Err(CacheError::Unavailable(format!("a malformed lock {member:?}"))),
+            }
+        }
+        locks.sort();
+        Ok(locks)
     }
 
     async fn stock(&self, product_id: &str) -> Result<Option<i64>, CacheError> {
@@ -263,14 +337,15 @@ impl StockCache for RedisStockCache {
         match answer.as_str() {
             "soldout" => Ok(Reservation::SoldOut),
             "repeat:soldout" => Ok(Reservation::RepeatSoldOut),
+            "soldout:afterloss" => Ok(Reservation::SoldOutAfterLoss),
+            "otherproduct" => Ok(Reservation::OtherProduct),
             "nosale" => Ok(Reservation::NoSale),
             other => Err(CacheError::Unavailable(format!("unexpected answer of the reservation script: {other}"))),
         }
     }
 
-    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
-        // The lock does not touch the stock; the script still takes a stock key.
-        let answer = self.script_op("lock", "-", key, attempt, 0, false).await?;
+    async fn lock_release(&self, product_id: &str, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        let answer = self.script_op("lock", product_id, key, attempt, 0, false).await?;
         if let Some(reservation) = number_after(&answer, "locked:") {
             return Ok(ReleaseLock::Locked { reservation });
         }

@@ -415,6 +415,11 @@ fn plan(accounts: &[Account], decision: Vec<(String, LedgerEvent)>, key: Option<
             command_key: key.map(str::to_string),
         });
     }
+    #[cfg(madsim)]
+    if crate::bugs::active(crate::bugs::Bug::ConflictStorm) && events.len() == 2 {
+        // Planted bug: both streams of a transfer appended at the first one's next version.
+        events[1].version = events[0].version;
+    }
     let receipt = Receipt {
         event_id: events[0].event_id,
         position: after[0].0,

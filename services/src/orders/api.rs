@@ -148,6 +148,18 @@ fn accepted(order_id: &str) -> OrderReply {
     Reply::new(200, json!({"status": "accepted", "orderId": order_id})).into()
 }
 
+/// A request attempt's id, which names the reservation it takes: the wall clock's milliseconds
+/// above 20 random bits, so the reservations of one key are ordered by when they were made
+/// (across API instances, up to their clocks' skew: seconds separate two reservations of one
+/// key, which only a failed produce, a release or a Redis restart lets happen), never 0 (the
+/// reservation of messages from before reservations were named) and below 2^63 (a
+/// non-negative BIGINT in PostgreSQL). In the simulation build the wall clock is madsim's.
+pub fn attempt_id() -> u64 {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) as u64;
+    let random: u64 = madsim::rand::Rng::r#gen::<u64>(&mut madsim::rand::thread_rng()) & 0xF_FFFF;
+    (((millis & ((1 << 43) - 1)) << 20) | random).max(1)
+}
+
 fn queue_ambiguous() -> Reply {
     Reply::error(503, "queue_ambiguous", None, "the order may have been queued: retry with the same x-idempotency-key")
 }
@@ -260,9 +272,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             Err(e) => return cache_down(&e).into(),
         }
         let mut order = request.order(&key);
-        // Never 0: a message with reservation 0 (queued before reservations were named) can
-        // never be cancelled.
-        let attempt: u64 = madsim::rand::Rng::r#gen::<u64>(&mut madsim::rand::thread_rng()).max(1);
+        let attempt = attempt_id();
         // At most one earlier attempt's cancellation is finished before reserving again: after
         // it the key is released, and the next reservation cannot find it cancelling.
         let mut helped = false;
@@ -286,6 +296,29 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 Reservation::Reserved { reservation } | Reservation::Held { reservation } => break reservation,
                 Reservation::SoldOut | Reservation::RepeatSoldOut => {
                     return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
+                }
+                Reservation::SoldOutAfterLoss => {
+                    // Redis lost its keys: an earlier attempt of this key may have an order in
+                    // the queue. Cancel every reservation of the key up to this attempt's
+                    // before saying "sold out", or find the order persisted.
+                    order.reservation = attempt;
+                    return match self.store.cancel(&order).await {
+                        Ok(Cancel::Cancelled) => Reply::error(409, "sold_out", Some("productId"), "sold out").into(),
+                        Ok(Cancel::Persisted) => accepted(&order.order_id),
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "sold out, but an earlier order cannot be ruled out");
+                            queue_ambiguous().into()
+                        }
+                    };
+                }
+                Reservation::OtherProduct => {
+                    return Reply::error(
+                        422,
+                        "key_reused",
+                        Some(KEY_HEADER),
+                        "this x-idempotency-key was used for an order of another product",
+                    )
+                    .into();
                 }
                 Reservation::Cancelling { reservation } if !helped => {
                     // An earlier attempt of this key failed to produce and did not finish giving
@@ -318,7 +351,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 // it), then cancel it durably in the order store (the worker then skips its
                 // messages, unless it persisted the order first: then the order stands), and
                 // only then give the item back (ADR 5).
-                match self.cache.lock_release(&key, attempt).await {
+                match self.cache.lock_release(&order.product_id, &key, attempt).await {
                     Ok(ReleaseLock::Locked { reservation }) => {
                         order.reservation = reservation;
                         match self.finish_cancellation(&order).await {
@@ -333,7 +366,20 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                                 )
                                 .into()
                             }
-                            Cancelled::Persisted => accepted(&order.order_id),
+                            Cancelled::Persisted => {
+                                #[cfg(madsim)]
+                                if crate::bugs::active(crate::bugs::Bug::MisclassifiedRefusal) {
+                                    // Planted bug: "the produce failed, so the order failed".
+                                    return Reply::error(
+                                        503,
+                                        "queue_unavailable",
+                                        None,
+                                        "the order could not be queued; nothing was reserved",
+                                    )
+                                    .into();
+                                }
+                                accepted(&order.order_id)
+                            }
                             Cancelled::Pending(reply) => reply.into(),
                         }
                     }

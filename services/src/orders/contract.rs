@@ -69,45 +69,61 @@ async fn cancellation_clauses<S: OrderStore>(store: &S, prefix: &str) -> Result<
     let e = |what: &'static str| move |err| format!("{what}: {err}");
     let sale = format!("{prefix}-c");
     store.init_sale(&sale, 3).await.map_err(e("init"))?;
-    let mut first = order(prefix, &sale, 10);
-    first.reservation = 7;
+    let at = |n: u32, reservation: u64| {
+        let mut o = order(prefix, &sale, n);
+        o.reservation = reservation;
+        o
+    };
+    let first = at(10, 7 << 20);
     check(store.cancel(&first).await.map_err(e("cancel"))? == Cancel::Cancelled, "an unpersisted order is cancelled")?;
     check(store.cancel(&first).await.map_err(e("cancel"))? == Cancel::Cancelled, "a cancellation is idempotent")?;
     check(
         store.persist(&first).await.map_err(e("persist"))? == Persisted::Cancelled,
         "a cancelled reservation's order is not persisted",
     )?;
-    let mut high = order(prefix, &sale, 11);
-    high.reservation = u64::MAX - 1;
-    check(store.cancel(&high).await.map_err(e("cancel"))? == Cancel::Cancelled, "any u64 reservation is cancelled")?;
+    check(
+        store.persist(&at(10, 5 << 20)).await.map_err(e("persist"))? == Persisted::Cancelled,
+        "an earlier reservation of the key is cancelled with it",
+    )?;
+    check(
+        store.cancel(&at(10, 3 << 20)).await.map_err(e("cancel"))? == Cancel::Cancelled,
+        "cancelling an earlier reservation again changes nothing",
+    )?;
+    let high = at(11, (1 << 62) + 5);
+    check(
+        store.cancel(&high).await.map_err(e("cancel"))? == Cancel::Cancelled,
+        "a reservation near 2^63 is cancelled",
+    )?;
     check(
         store.persist_batch(std::slice::from_ref(&high)).await.map_err(e("persist"))? == vec![Persisted::Cancelled],
-        "a reservation above i64::MAX is matched",
+        "and matched",
     )?;
     let row = store.product(&sale).await.map_err(e("product"))?.ok_or("the sale vanished")?;
     check(row.stock == 3 && row.orders == 0, "a cancelled order takes no stock")?;
-    // The same key under a later reservation (a retry that reserved afresh) goes through.
-    let mut retry = first.clone();
-    retry.reservation = 8;
+    // A later reservation of the same key (a retry that reserved afresh) goes through.
+    let retry = at(10, 8 << 20);
     let batch = vec![first.clone(), retry.clone(), first.clone()];
     let persisted = store.persist_batch(&batch).await.map_err(e("persist batch"))?;
     check(
         persisted == vec![Persisted::Cancelled, Persisted::Inserted, Persisted::Cancelled],
-        "only the cancelled reservation is skipped in a batch",
+        "only the cancelled reservations are skipped in a batch",
     )?;
     check(store.cancel(&retry).await.map_err(e("cancel"))? == Cancel::Persisted, "a persisted order is not cancelled")?;
     check(store.persist(&retry).await.map_err(e("persist"))? == Persisted::Duplicate, "it stays persisted once")?;
     let row = store.product(&sale).await.map_err(e("product"))?.ok_or("the sale vanished")?;
     check(row.stock == 2 && row.orders == 1, "one item for the one persisted order")?;
     let persisted = store.orders(&sale).await.map_err(e("orders"))?;
-    check(persisted.len() == 1 && persisted[0].reservation == 8, "the order keeps the reservation it came under")?;
+    check(
+        persisted.len() == 1 && persisted[0].reservation == 8 << 20,
+        "the order keeps the reservation it came under",
+    )?;
     Ok(())
 }
 
 /// The clauses of the stock cache's reservation, lock and release ([`StockCache`]).
 pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Result<(), String> {
     let e = |what: &'static str| move |err| format!("{what}: {err}");
-    let (p, none) = (format!("{prefix}-p"), format!("{prefix}-none"));
+    let (p, q, none) = (format!("{prefix}-p"), format!("{prefix}-q"), format!("{prefix}-none"));
     let key = |n: u32| format!("{prefix}-k{n}");
     cache.set_stock(&p, 2).await.map_err(e("set"))?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "the stock reads as set")?;
@@ -119,10 +135,15 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     let r = cache.reserve(&p, &key(1), 12).await.map_err(e("reserve"))?;
     check(r == Reservation::Held { reservation: 11 }, "a repeat holds the same reservation")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "a repeat takes nothing")?;
-    let lock = cache.lock_release(&key(1), 11).await.map_err(e("lock"))?;
+    let r = cache.reserve(&q, &key(1), 13).await.map_err(e("reserve"))?;
+    check(r == Reservation::OtherProduct, "a key reused for another product is refused")?;
+    let lock = cache.lock_release(&p, &key(1), 11).await.map_err(e("lock"))?;
     check(lock == ReleaseLock::NotHeld, "an earlier attempt cannot lock a re-armed key")?;
-    let lock = cache.lock_release(&key(1), 12).await.map_err(e("lock"))?;
+    let lock = cache.lock_release(&q, &key(1), 12).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::NotHeld, "nor can another product's")?;
+    let lock = cache.lock_release(&p, &key(1), 12).await.map_err(e("lock"))?;
     check(lock == ReleaseLock::Locked { reservation: 11 }, "the holder locks its reservation")?;
+    check(cache.locks(&p).await.map_err(e("locks"))? == vec![(key(1), 11)], "the lock is listed")?;
     let r = cache.reserve(&p, &key(1), 13).await.map_err(e("reserve"))?;
     check(r == Reservation::Cancelling { reservation: 11 }, "a locked key cannot be re-armed")?;
     let done = cache.finish_release(&p, &key(1), 99, true).await.map_err(e("finish"))?;
@@ -131,29 +152,42 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
     check(done == Release::Released, "a cancelled reservation is released")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "its item is back")?;
+    check(cache.locks(&p).await.map_err(e("locks"))?.is_empty(), "and its lock gone")?;
     let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
     check(done == Release::Unknown, "a release is given back once")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "once only")?;
     let r = cache.reserve(&p, &key(1), 14).await.map_err(e("reserve"))?;
     check(r == Reservation::Reserved { reservation: 14 }, "a released key reserves afresh")?;
-    let lock = cache.lock_release(&key(1), 14).await.map_err(e("lock"))?;
+    let lock = cache.lock_release(&p, &key(1), 14).await.map_err(e("lock"))?;
     check(lock == ReleaseLock::Locked { reservation: 14 }, "a fresh reservation locks")?;
     let done = cache.finish_release(&p, &key(1), 14, false).await.map_err(e("finish"))?;
     check(done == Release::Kept, "a persisted order keeps its item")?;
     let r = cache.reserve(&p, &key(1), 15).await.map_err(e("reserve"))?;
     check(r == Reservation::Held { reservation: 14 }, "a kept reservation is held again")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "and still holds one item")?;
-    let r = cache.reserve(&p, &key(2), u64::MAX).await.map_err(e("reserve"))?;
-    check(r == Reservation::Reserved { reservation: u64::MAX }, "any u64 attempt names a reservation")?;
-    let lock = cache.lock_release(&key(2), u64::MAX).await.map_err(e("lock"))?;
-    check(lock == ReleaseLock::Locked { reservation: u64::MAX }, "and locks it")?;
+    let big = (1 << 63) - 1;
+    let r = cache.reserve(&p, &key(2), big).await.map_err(e("reserve"))?;
+    check(r == Reservation::Reserved { reservation: big }, "any attempt below 2^63 names a reservation")?;
+    let lock = cache.lock_release(&p, &key(2), big).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Locked { reservation: big }, "and locks it")?;
     let r = cache.reserve(&p, &key(3), 31).await.map_err(e("reserve"))?;
     check(r == Reservation::SoldOut, "no stock left: sold out")?;
     let r = cache.reserve(&p, &key(3), 32).await.map_err(e("reserve"))?;
     check(r == Reservation::RepeatSoldOut, "a repeat of a sold-out key is sold out")?;
-    check(cache.lock_release(&key(3), 32).await.map_err(e("lock"))? == ReleaseLock::NotHeld, "sold out holds nothing")?;
-    check(cache.lock_release(&key(4), 41).await.map_err(e("lock"))? == ReleaseLock::Unknown, "an unknown key")?;
+    let lock = cache.lock_release(&p, &key(3), 32).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::NotHeld, "sold out holds nothing")?;
+    let lock = cache.lock_release(&p, &key(4), 41).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Unknown, "an unknown key")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(0), "the stock never went below zero")?;
+    // After a loss: an unknown key that finds no stock is not remembered as sold out.
+    cache.reinit_stock(&q, 0).await.map_err(e("reinit"))?;
+    let r = cache.reserve(&q, &key(5), 51).await.map_err(e("reserve"))?;
+    check(r == Reservation::SoldOutAfterLoss, "after a loss, an unknown key's sold out is checked")?;
+    let r = cache.reserve(&q, &key(5), 52).await.map_err(e("reserve"))?;
+    check(r == Reservation::SoldOutAfterLoss, "every time")?;
+    cache.set_stock(&q, 0).await.map_err(e("set"))?;
+    let r = cache.reserve(&q, &key(5), 53).await.map_err(e("reserve"))?;
+    check(r == Reservation::SoldOut, "an exact set ends the loss")?;
     Ok(())
 }
 

@@ -15,16 +15,22 @@ use crate::ports::orders::{
 };
 
 /// The state of an idempotency key in the stock cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyState {
-    /// Holds an item: reservation `reservation`, held now by the request attempt `holder`.
+    /// Holds an item of `product`: reservation `reservation`, held now by the request attempt
+    /// `holder`.
     Reserved {
         holder: u64,
         reservation: u64,
+        product: String,
     },
     SoldOut,
-    /// Locked by a failed produce: the order store is cancelling this reservation.
-    Cancelling(u64),
+    /// Locked by a failed produce while the order store cancels this reservation; the item is
+    /// still held.
+    Cancelling {
+        reservation: u64,
+        product: String,
+    },
     /// Given back after a cancellation: a retry reserves afresh.
     Released,
 }
@@ -35,27 +41,54 @@ pub struct CacheState {
     pub stock: BTreeMap<String, i64>,
     /// Idempotency key -> what became of it.
     pub keys: BTreeMap<String, KeyState>,
+    /// Product -> its `cancelling` locks not yet finished, as (key, reservation).
+    pub locks: BTreeMap<String, BTreeSet<(String, u64)>>,
+    /// Products whose sale was re-initialised after Redis lost it, until the next exact set.
+    pub after_loss: BTreeSet<String>,
     pub rate: BTreeMap<String, u32>,
     pub admissions: BTreeMap<String, ()>,
 }
 
 impl CacheState {
+    /// `SET stock` (a sale starts, or reconcile sets it exactly): clears the after-loss mark.
+    pub fn set_stock(&mut self, product_id: &str, quantity: i64) {
+        self.stock.insert(product_id.to_string(), quantity);
+        self.after_loss.remove(product_id);
+    }
+
+    /// Reconcile's re-initialisation of a sale Redis lost: sets the stock and the mark.
+    pub fn reinit_stock(&mut self, product_id: &str, quantity: i64) {
+        self.stock.insert(product_id.to_string(), quantity);
+        self.after_loss.insert(product_id.to_string());
+    }
+
     /// The reservation script, as one atomic step.
     pub fn reserve(&mut self, product_id: &str, key: &str, attempt: u64) -> Reservation {
-        match self.keys.get(key).copied() {
-            Some(KeyState::Reserved { reservation, .. }) => {
-                self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation });
+        match self.keys.get(key).cloned() {
+            Some(KeyState::Reserved { product, .. } | KeyState::Cancelling { product, .. })
+                if product != product_id =>
+            {
+                return Reservation::OtherProduct;
+            }
+            Some(KeyState::Reserved { reservation, product, .. }) => {
+                self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation, product });
                 return Reservation::Held { reservation };
             }
-            Some(KeyState::Cancelling(reservation)) => return Reservation::Cancelling { reservation },
+            Some(KeyState::Cancelling { reservation, .. }) => return Reservation::Cancelling { reservation },
             Some(KeyState::SoldOut) => return Reservation::RepeatSoldOut,
             Some(KeyState::Released) | None => {}
         }
+        let unknown = !self.keys.contains_key(key);
         let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
         if *stock > 0 {
             *stock -= 1;
-            self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation: attempt });
+            let state = KeyState::Reserved { holder: attempt, reservation: attempt, product: product_id.to_string() };
+            self.keys.insert(key.to_string(), state);
             Reservation::Reserved { reservation: attempt }
+        } else if unknown && self.after_loss.contains(product_id) {
+            // Redis lost its keys: this one may have an earlier reservation still in the queue.
+            // Not remembered, so that every retry has its answer checked again.
+            Reservation::SoldOutAfterLoss
         } else {
             self.keys.insert(key.to_string(), KeyState::SoldOut);
             Reservation::SoldOut
@@ -63,10 +96,11 @@ impl CacheState {
     }
 
     /// The lock script, as one atomic step.
-    pub fn lock_release(&mut self, key: &str, attempt: u64) -> ReleaseLock {
-        match self.keys.get(key).copied() {
-            Some(KeyState::Reserved { holder, reservation }) if holder == attempt => {
-                self.keys.insert(key.to_string(), KeyState::Cancelling(reservation));
+    pub fn lock_release(&mut self, product_id: &str, key: &str, attempt: u64) -> ReleaseLock {
+        match self.keys.get(key).cloned() {
+            Some(KeyState::Reserved { holder, reservation, product }) if holder == attempt && product == product_id => {
+                self.locks.entry(product.clone()).or_default().insert((key.to_string(), reservation));
+                self.keys.insert(key.to_string(), KeyState::Cancelling { reservation, product });
                 ReleaseLock::Locked { reservation }
             }
             Some(_) => ReleaseLock::NotHeld,
@@ -76,11 +110,16 @@ impl CacheState {
 
     /// The finishing script, as one atomic step.
     pub fn finish_release(&mut self, product_id: &str, key: &str, reservation: u64, cancelled: bool) -> Release {
-        if self.keys.get(key) != Some(&KeyState::Cancelling(reservation)) {
+        let locked = KeyState::Cancelling { reservation, product: product_id.to_string() };
+        if self.keys.get(key) != Some(&locked) {
             return Release::Unknown;
         }
+        if let Some(locks) = self.locks.get_mut(product_id) {
+            locks.remove(&(key.to_string(), reservation));
+        }
         if !cancelled {
-            self.keys.insert(key.to_string(), KeyState::Reserved { holder: 0, reservation });
+            let state = KeyState::Reserved { holder: 0, reservation, product: product_id.to_string() };
+            self.keys.insert(key.to_string(), state);
             return Release::Kept;
         }
         self.keys.insert(key.to_string(), KeyState::Released);
@@ -92,7 +131,12 @@ impl CacheState {
 
     /// Keys held, for maxmemory.
     pub fn size(&self) -> usize {
-        self.stock.len() + self.keys.len() + self.rate.len() + self.admissions.len()
+        self.stock.len()
+            + self.keys.len()
+            + self.locks.len()
+            + self.after_loss.len()
+            + self.rate.len()
+            + self.admissions.len()
     }
 }
 
@@ -104,8 +148,18 @@ pub struct MemStockCache {
 
 impl StockCache for MemStockCache {
     async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
-        self.state.lock().expect("not poisoned").stock.insert(product_id.to_string(), quantity);
+        self.state.lock().expect("not poisoned").set_stock(product_id, quantity);
         Ok(())
+    }
+
+    async fn reinit_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
+        self.state.lock().expect("not poisoned").reinit_stock(product_id, quantity);
+        Ok(())
+    }
+
+    async fn locks(&self, product_id: &str) -> Result<Vec<(String, u64)>, CacheError> {
+        let state = self.state.lock().expect("not poisoned");
+        Ok(state.locks.get(product_id).map(|l| l.iter().cloned().collect()).unwrap_or_default())
     }
 
     async fn stock(&self, product_id: &str) -> Result<Option<i64>, CacheError> {
@@ -116,8 +170,8 @@ impl StockCache for MemStockCache {
         Ok(self.state.lock().expect("not poisoned").reserve(product_id, key, attempt))
     }
 
-    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").lock_release(key, attempt))
+    async fn lock_release(&self, product_id: &str, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").lock_release(product_id, key, attempt))
     }
 
     async fn finish_release(
@@ -155,20 +209,24 @@ pub struct OrderDb {
     pub orders: BTreeMap<String, Order>,
     /// idempotency key -> order id
     pub keys: BTreeMap<String, String>,
-    /// Cancelled reservations: (idempotency key, reservation).
-    pub cancellations: BTreeSet<(String, u64)>,
+    /// Idempotency key -> the latest cancelled reservation: it and every earlier one (reservation
+    /// ids grow with time) are cancelled.
+    pub cancellations: BTreeMap<String, u64>,
 }
 
 impl OrderDb {
     /// The persist transaction, as one atomic step.
     pub fn persist(&mut self, order: &Order) -> Persisted {
-        let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
-        if self.cancellations.contains(&(order.idempotency_key.clone(), order.reservation)) {
+        if !self.products.contains_key(&order.product_id) {
+            return Persisted::NoSale;
+        }
+        if self.is_cancelled(order) {
             return Persisted::Cancelled;
         }
         if self.orders.contains_key(&order.order_id) || self.keys.contains_key(&order.idempotency_key) {
             return Persisted::Duplicate;
         }
+        let (stock, _) = self.products.get_mut(&order.product_id).expect("checked above");
         if *stock <= 0 {
             return Persisted::SoldOut;
         }
@@ -178,12 +236,18 @@ impl OrderDb {
         Persisted::Inserted
     }
 
+    /// Whether the order's reservation is cancelled.
+    pub fn is_cancelled(&self, order: &Order) -> bool {
+        self.cancellations.get(&order.idempotency_key).is_some_and(|latest| order.reservation <= *latest)
+    }
+
     /// The cancel transaction, as one atomic step.
     pub fn cancel(&mut self, order: &Order) -> Cancel {
         if self.keys.contains_key(&order.idempotency_key) {
             return Cancel::Persisted;
         }
-        self.cancellations.insert((order.idempotency_key.clone(), order.reservation));
+        let latest = self.cancellations.entry(order.idempotency_key.clone()).or_insert(order.reservation);
+        *latest = (*latest).max(order.reservation);
         Cancel::Cancelled
     }
 
@@ -191,10 +255,13 @@ impl OrderDb {
     /// `non-idempotent-insert`): a redelivered order becomes a second row.
     #[cfg(madsim)]
     pub fn persist_without_unique_keys(&mut self, order: &Order) -> Persisted {
-        let Some((stock, _)) = self.products.get_mut(&order.product_id) else { return Persisted::NoSale };
-        if self.cancellations.contains(&(order.idempotency_key.clone(), order.reservation)) {
+        if !self.products.contains_key(&order.product_id) {
+            return Persisted::NoSale;
+        }
+        if self.is_cancelled(order) {
             return Persisted::Cancelled;
         }
+        let (stock, _) = self.products.get_mut(&order.product_id).expect("checked above");
         if *stock <= 0 {
             return Persisted::SoldOut;
         }
@@ -416,7 +483,8 @@ mod tests {
         assert_eq!(cache.state.lock().unwrap().keys.get("k1"), Some(&KeyState::Released));
         // The cancellation is durable: the order, had its produce landed, is skipped.
         let db = store.db.lock().unwrap().clone();
-        let (key, reservation) = db.cancellations.first().cloned().expect("one cancellation");
+        let (key, reservation) =
+            db.cancellations.first_key_value().map(|(k, r)| (k.clone(), *r)).expect("one cancellation");
         assert_eq!(key, "k1");
         let mut landed = models::orders::PlaceOrder { product_id: "p".into(), user_id: "u".into() }.order("k1");
         landed.reservation = reservation;
@@ -442,8 +510,8 @@ mod tests {
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(cache.stock("p").await.unwrap(), Some(1), "the persisted order keeps its item");
         // An attempt that no longer holds the key cannot lock it.
-        assert_eq!(cache.lock_release("k1", 5).await.unwrap(), ReleaseLock::NotHeld);
-        assert_eq!(cache.lock_release("nope", 5).await.unwrap(), ReleaseLock::Unknown);
+        assert_eq!(cache.lock_release("p", "k1", 5).await.unwrap(), ReleaseLock::NotHeld);
+        assert_eq!(cache.lock_release("p", "nope", 5).await.unwrap(), ReleaseLock::Unknown);
     }
 
     #[tokio::test]
@@ -453,14 +521,14 @@ mod tests {
         cache.set_stock("p", 1).await.unwrap();
         // An attempt reserved, failed to produce, locked the key, and died before cancelling.
         assert_eq!(cache.reserve("p", "k1", 3).await.unwrap(), Reservation::Reserved { reservation: 3 });
-        assert_eq!(cache.lock_release("k1", 3).await.unwrap(), ReleaseLock::Locked { reservation: 3 });
+        assert_eq!(cache.lock_release("p", "k1", 3).await.unwrap(), ReleaseLock::Locked { reservation: 3 });
         assert_eq!(cache.reserve("p", "k1", 4).await.unwrap(), Reservation::Cancelling { reservation: 3 });
         // The retry cancels reservation 3, gives its item back, and reserves afresh.
         let api = OrderApi::new(cache.clone(), MemQueue::new(1), store.clone(), "http://room".into());
         let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(cache.stock("p").await.unwrap(), Some(0));
-        assert!(store.db.lock().unwrap().cancellations.contains(&("k1".to_string(), 3)));
+        assert_eq!(store.db.lock().unwrap().cancellations.get("k1"), Some(&3));
     }
 
     #[tokio::test]

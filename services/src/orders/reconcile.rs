@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ports::orders::{CacheError, OrderStore, OrderStoreError, StockCache};
+use models::orders::{Order, order_id_for};
+
+use crate::ports::orders::{CacheError, Cancel, OrderStore, OrderStoreError, PRODUCE_DEADLINE_MAX, StockCache};
 
 /// One product's comparison.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +31,8 @@ pub struct Drift {
 pub struct ReconcileReport {
     pub products: usize,
     pub drifts: Vec<Drift>,
+    /// Abandoned `cancelling` locks finished (only when nothing is in flight).
+    pub locks_finished: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,12 +47,12 @@ pub enum ReconcileError {
 }
 
 /// How long re-initialising a lost sale waits, during a sale, before it measures: longer than a
-/// produce sent before Redis lost the sale may take to land (the producers' timeout, 1 s in both
-/// builds, plus the network's delay). While the sale is lost no order is reserved (`/order`
-/// answers 503 `cache_not_ready`), so after the wait every order reserved before the loss is
-/// persisted, in the worker's lag, or never will be: PostgreSQL's stock minus the lag then never
-/// offers an item such an order holds.
-pub const REINIT_GRACE: Duration = Duration::from_secs(3);
+/// produce sent before Redis lost the sale may take to land (no producer waits longer than
+/// [`PRODUCE_DEADLINE_MAX`]; 2 s more for a request still on the network). While the sale is
+/// lost no order is reserved (`/order` answers 503 `cache_not_ready`), so after the wait every
+/// order reserved before the loss is persisted, in the worker's lag, or never will be:
+/// PostgreSQL's stock minus the lag then never offers an item such an order holds.
+pub const REINIT_GRACE: Duration = Duration::from_secs(PRODUCE_DEADLINE_MAX.as_secs() + 2);
 
 /// Compares every product; re-initialises the cache where it lost the sale, or where it
 /// offers more than PostgreSQL has. `lag` measures an upper bound of the orders queued and not
@@ -72,24 +76,34 @@ where
 {
     let products = store.products().await?;
     let in_flight = lag().await?;
-    let mut report = ReconcileReport { products: products.len(), drifts: Vec::new() };
+    // Nothing in flight anywhere: the stock can be set exactly.
+    let exact = quiet && in_flight == 0;
+    let mut report = ReconcileReport { products: products.len(), drifts: Vec::new(), locks_finished: 0 };
     let mut lost = Vec::new();
     for row in products {
+        if exact {
+            report.locks_finished += finish_locks(cache, store, &row.product_id).await?;
+        }
         let cached = cache.stock(&row.product_id).await?;
-        let safe = (row.stock - in_flight as i64).max(0);
         if cached.is_none() && !quiet {
             // Re-initialised after the grace, below.
             lost.push(row.product_id.clone());
             continue;
         }
+        let safe = (row.stock - in_flight as i64).max(0);
         let set_to = match cached {
+            _ if exact => {
+                // Also ends the "after a loss" mark: no message from before the loss is left.
+                cache.set_stock(&row.product_id, row.stock).await?;
+                (cached != Some(row.stock)).then_some(row.stock)
+            }
             None => Some(safe),
             Some(c) if c > row.stock => Some(safe),
-            Some(c) if quiet && in_flight == 0 && c != row.stock => Some(row.stock),
             Some(_) => None,
         };
-        if let Some(value) = set_to {
-            cache.set_stock(&row.product_id, value).await?;
+        if let (Some(value), false) = (set_to, exact) {
+            // Below the truth by the lag; messages may still be on their way: keep the mark.
+            cache.reinit_stock(&row.product_id, value).await?;
         }
         if cached != Some(row.stock) {
             tracing::warn!(product = %row.product_id, cache = ?cached, db = row.stock, set_to = ?set_to, "stock drift");
@@ -109,10 +123,35 @@ where
             Some(_) => None,
         };
         if let Some(value) = set_to {
-            cache.set_stock(&row.product_id, value).await?;
+            cache.reinit_stock(&row.product_id, value).await?;
         }
         tracing::warn!(product = %row.product_id, cache = ?cached, db = row.stock, set_to = ?set_to, "stock drift");
         report.drifts.push(Drift { product_id: row.product_id, cache_stock: cached, db_stock: row.stock, set_to });
     }
     Ok(report)
+}
+
+/// Finishes the product's abandoned `cancelling` locks (their attempts died, or their clients
+/// gave up): the order store decides each, as a retry of the key would, and the item is given
+/// back or kept. Returns how many it finished.
+async fn finish_locks<C: StockCache, S: OrderStore>(
+    cache: &C,
+    store: &S,
+    product_id: &str,
+) -> Result<u64, ReconcileError> {
+    let mut finished = 0;
+    for (key, reservation) in cache.locks(product_id).await? {
+        let order = Order {
+            order_id: order_id_for(&key),
+            product_id: product_id.to_string(),
+            user_id: String::new(),
+            idempotency_key: key.clone(),
+            reservation,
+        };
+        let cancelled = store.cancel(&order).await? == Cancel::Cancelled;
+        cache.finish_release(product_id, &key, reservation, cancelled).await?;
+        tracing::warn!(key = %key, reservation, cancelled, "finished an abandoned cancellation");
+        finished += 1;
+    }
+    Ok(finished)
 }

@@ -19,6 +19,13 @@ pub enum Reservation {
     SoldOut,
     /// The key was found sold out before.
     RepeatSoldOut,
+    /// No stock left, for a key Redis does not know while the sale runs on a stock reconcile
+    /// re-initialised after Redis lost it: an earlier reservation of the key may still be in
+    /// the queue, so the order store must cancel it before the answer is "sold out". Not
+    /// remembered under the key.
+    SoldOutAfterLoss,
+    /// The key holds a reservation of another product: the key was reused for another request.
+    OtherProduct,
     /// An earlier attempt began cancelling this key's reservation and did not finish: finish it
     /// (durable cancellation, then [`StockCache::finish_release`]) before reserving again.
     Cancelling { reservation: u64 },
@@ -73,8 +80,18 @@ pub enum CacheError {
 
 /// The fast path: stock, idempotency keys and rate limits, each operation atomic.
 pub trait StockCache: Send + Sync + 'static {
-    /// Sets the product's stock (a sale starts, or reconciliation re-initialises it).
+    /// Sets the product's stock exactly (a sale starts, or a quiet reconciliation): the sale is
+    /// no longer "after a loss".
     fn set_stock(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Re-initialises a sale Redis lost (reconciliation during a sale) and marks it "after a
+    /// loss" until the next [`StockCache::set_stock`]: see [`Reservation::SoldOutAfterLoss`].
+    fn reinit_stock(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// The `cancelling` locks of the product not yet finished, as (key, reservation), in key
+    /// order: each holds an item. A quiet reconciliation finishes them (the order store decides
+    /// each) before it sets the stock exactly.
+    fn locks(&self, product_id: &str) -> impl Future<Output = Result<Vec<(String, u64)>, CacheError>> + Send;
 
     /// The product's stock, if it has a sale.
     fn stock(&self, product_id: &str) -> impl Future<Output = Result<Option<i64>, CacheError>> + Send;
@@ -94,7 +111,12 @@ pub trait StockCache: Send + Sync + 'static {
     /// The first step of giving back the item of a reservation whose produce failed: if
     /// `attempt` holds the key, marks it `cancelling` (no re-arm, no reservation) and answers
     /// the reservation. The item stays taken until [`StockCache::finish_release`].
-    fn lock_release(&self, key: &str, attempt: u64) -> impl Future<Output = Result<ReleaseLock, CacheError>> + Send;
+    fn lock_release(
+        &self,
+        product_id: &str,
+        key: &str,
+        attempt: u64,
+    ) -> impl Future<Output = Result<ReleaseLock, CacheError>> + Send;
 
     /// The last step, after the order store decided (see [`OrderStore::cancel`]): for a key
     /// still `cancelling` this reservation, `cancelled` gives the item back and releases the key;
@@ -136,6 +158,11 @@ pub enum QueueError {
     Malformed(String),
 }
 
+/// The longest a producer of either build waits for a produce's answer (the real one's
+/// `message.timeout.ms`, the simulated one's call timeout): after it a produce has landed or
+/// failed for good, but for a request still on the network.
+pub const PRODUCE_DEADLINE_MAX: Duration = Duration::from_secs(5);
+
 /// Produces orders to the log, keyed by product.
 pub trait OrderProducer: Send + Sync + 'static {
     /// Returns once the broker acknowledged the order (acks=all).
@@ -171,7 +198,8 @@ pub enum Persisted {
     SoldOut,
     /// The product has no sale in PostgreSQL: not inserted.
     NoSale,
-    /// Its reservation was cancelled (see [`OrderStore::cancel`]): not inserted.
+    /// Its reservation (or a later one of its key) was cancelled (see [`OrderStore::cancel`]):
+    /// not inserted.
     Cancelled,
 }
 
@@ -216,9 +244,10 @@ pub trait OrderStore: Send + Sync + 'static {
     }
 
     /// In one transaction, serialised with [`OrderStore::persist`] on the product's row: when no
-    /// order with this key is persisted, records the cancellation of `order.reservation`, so
-    /// that no message queued under it is ever persisted. Idempotent. Written before the item is
-    /// given back in the cache: an order is either persisted or cancelled, never both.
+    /// order with this key is persisted, records the cancellation of `order.reservation` and of
+    /// every earlier reservation of the key (reservation ids grow with time), so that no message
+    /// queued under them is ever persisted. Idempotent. Written before the item is given back in
+    /// the cache: an order is either persisted or cancelled, never both.
     fn cancel(&self, order: &Order) -> impl Future<Output = Result<Cancel, OrderStoreError>> + Send;
 
     fn product(&self, product_id: &str) -> impl Future<Output = Result<Option<ProductRow>, OrderStoreError>> + Send;

@@ -12,7 +12,7 @@ use services::ports::ledger::{BalanceView, RecordedEvent};
 use crate::history::{EventKind, HistoryEvent};
 
 /// Names of the invariants, for `list` and for pinned seeds.
-pub const INVARIANTS: [&str; 14] = [
+pub const INVARIANTS: [&str; 16] = [
     "no-negative-balance",
     "conservation",
     "one-effect-per-key",
@@ -24,6 +24,8 @@ pub const INVARIANTS: [&str; 14] = [
     "no-leaked-stock",
     "cache-matches-db",
     "no-false-sold-out",
+    "definite-failure-no-effect",
+    "progress",
     "scenario-expectation",
     "no-panic",
     "liveness",

@@ -237,7 +237,13 @@ pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> Ledg
         LedgerScenario::ApiKilledMidRequest => api_killed_mid_request(&mut ctx).await,
     }
     ctx.injector.heal();
-    let converged = quiesce(&ctx).await;
+    let mut converged = quiesce(&ctx).await;
+    if converged {
+        // Progress once every fault is gone; its writes must converge too.
+        let calm = calm_phase(&mut ctx).await;
+        ctx.expectations.extend(calm);
+        converged = quiesce(&ctx).await;
+    }
     let history = ctx.history.events();
     let ops = ctx.ops.lock().expect("not poisoned").clone();
     let events = ctx.world.cluster.store.all_events();
@@ -252,6 +258,79 @@ pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> Ledg
     violations.extend(invariants::linearizable(&history));
     trace::record("checker", &format!("{} violations", violations.len()));
     LedgerRun { history, ops, faults: ctx.injector.records(), violations, events: events.len() }
+}
+
+/// Clients of the calm phase, one after the other.
+pub const CALM_CLIENTS: usize = 3;
+/// How long an operation of the calm phase may take to succeed.
+pub const CALM_OP_MAX: Duration = Duration::from_secs(5);
+/// Process ids of the calm phase's clients start here.
+pub const CALM_CLIENT_BASE: usize = 9000;
+/// Pause between the heal and the calm phase: a node restarted by the heal is up by then (a
+/// request sent to it before it listens waits out the client's timeout).
+pub const CALM_SETTLE: Duration = Duration::from_secs(1);
+
+/// The calm phase, after the heal, once the read model has converged: every fault is gone, so
+/// the ledger must make progress. Up to [`CALM_CLIENTS`] clients, one after the other (nobody
+/// contends), each run operations the domain cannot refuse on existing accounts: a deposit, a
+/// transfer and a withdrawal within the balance the deposit answered, a read of the command API
+/// and one of the query API. Each must succeed within [`CALM_OP_MAX`]: a refusal (a `conflict`
+/// with nobody, a 503), a timeout or a slow answer is a `progress` violation naming the
+/// operation and the time. The operations are in the history, so every other invariant checks
+/// them too.
+async fn calm_phase(ctx: &mut Ctx) -> Vec<Violation> {
+    madsim::time::sleep(CALM_SETTLE).await;
+    let events = ctx.world.cluster.store.all_events();
+    let accounts: Vec<String> = match invariants::fold_all(&events) {
+        Ok(folded) => folded.into_iter().filter(|(_, a)| a.state.is_some()).map(|(id, _)| id).collect(),
+        Err(violation) => return vec![violation],
+    };
+    if accounts.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let api_nodes = ctx.world.config.api_nodes;
+    for c in 0..CALM_CLIENTS.min(accounts.len().max(1)) {
+        let node = ctx.client_node();
+        let (history, ops) = (ctx.history.clone(), ctx.ops.clone());
+        let (a, b) = (accounts[c % accounts.len()].clone(), accounts[(c + 1) % accounts.len()].clone());
+        let found = node
+            .spawn(async move {
+                let mut client = client::client(CALM_CLIENT_BASE + c, 1, api_nodes, history, ops).await;
+                let mut ops = vec![Op::Deposit { account: a.clone(), amount: dec("2.00") }];
+                if a != b {
+                    ops.push(Op::Transfer { from: a.clone(), to: b.clone(), amount: dec("1.00") });
+                }
+                ops.push(Op::Withdraw { account: a.clone(), amount: dec("1.00") });
+                ops.push(Op::Read { account: a.clone() });
+                ops.push(Op::ReadModel { account: b });
+                let mut found = Vec::new();
+                for (n, op) in ops.iter().enumerate() {
+                    let key = format!("calm-{c}-{n}");
+                    let started = madsim::time::Instant::now();
+                    let at = trace::now_nanos();
+                    let outcome = client.run(op, &key, c % api_nodes).await;
+                    let took = started.elapsed();
+                    let what = format!("calm {} {key} at {:.3}s", op.f(), at as f64 / 1e9);
+                    match outcome {
+                        workload::Outcome::Ok { .. } if took <= CALM_OP_MAX => {}
+                        workload::Outcome::Ok { .. } => found.push(Violation::new(
+                            "progress",
+                            format!("{what} took {took:?} to succeed (bound {CALM_OP_MAX:?})"),
+                        )),
+                        other => found.push(Violation::new(
+                            "progress",
+                            format!("{what} ended {other:?} with every fault healed"),
+                        )),
+                    }
+                }
+                found
+            })
+            .await
+            .expect("calm client finished");
+        out.extend(found);
+    }
+    out
 }
 
 /// Waits until the outbox is empty and the read model equals the event store's fold.

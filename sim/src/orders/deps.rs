@@ -35,6 +35,7 @@ pub const ORDERS_DB_ADDR: SocketAddr =
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Client timeout of a produce: past it the produce is ambiguous.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(1);
+const _: () = assert!(PRODUCE_TIMEOUT.as_millis() <= services::ports::orders::PRODUCE_DEADLINE_MAX.as_millis());
 /// Client timeout of other Kafka and PostgreSQL calls.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// A group member that has not polled for this long loses its partitions.
@@ -83,9 +84,11 @@ impl RedisNode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RedisReq {
     SetStock(String, i64),
+    ReinitStock(String, i64),
+    Locks(String),
     Get(String),
     Reserve(String, String, u64),
-    LockRelease(String, u64),
+    LockRelease(String, String, u64),
     FinishRelease {
         product: String,
         key: String,
@@ -94,7 +97,7 @@ pub enum RedisReq {
     },
     /// The separate steps of a non-atomic check (planted bug): decrement, remember the key.
     Decr(String),
-    RememberKey(String, bool, u64),
+    RememberKey(String, String, bool, u64),
     Grant(String),
     Take(String),
     Admit {
@@ -111,6 +114,7 @@ pub enum RedisResp {
     Reservation(Reservation),
     Lock(ReleaseLock),
     Release(Release),
+    Locks(Vec<(String, u64)>),
     Flag(bool),
 }
 
@@ -133,18 +137,25 @@ pub async fn serve_redis(node: RedisNode) {
                 madsim::time::sleep(knobs.latency).await;
             }
             let mut m = memory.lock().expect("not poisoned");
-            let writes = !matches!(req, RedisReq::Get(_));
+            let writes = !matches!(req, RedisReq::Get(_) | RedisReq::Locks(_));
             if writes && knobs.maxmemory_keys.is_some_and(|max| m.size() >= max) {
                 return Err(CacheError::OutOfMemory("OOM command not allowed when used memory > 'maxmemory'".into()));
             }
             let answer = match req {
                 RedisReq::SetStock(p, q) => {
-                    m.stock.insert(p, q);
+                    m.set_stock(&p, q);
                     RedisResp::Done
+                }
+                RedisReq::ReinitStock(p, q) => {
+                    m.reinit_stock(&p, q);
+                    RedisResp::Done
+                }
+                RedisReq::Locks(p) => {
+                    RedisResp::Locks(m.locks.get(&p).map(|l| l.iter().cloned().collect()).unwrap_or_default())
                 }
                 RedisReq::Get(p) => RedisResp::Stock(m.stock.get(&p).copied()),
                 RedisReq::Reserve(p, k, a) => RedisResp::Reservation(m.reserve(&p, &k, a)),
-                RedisReq::LockRelease(k, a) => RedisResp::Lock(m.lock_release(&k, a)),
+                RedisReq::LockRelease(p, k, a) => RedisResp::Lock(m.lock_release(&p, &k, a)),
                 RedisReq::FinishRelease { product, key, reservation, cancelled } => {
                     RedisResp::Release(m.finish_release(&product, &key, reservation, cancelled))
                 }
@@ -153,10 +164,14 @@ pub async fn serve_redis(node: RedisNode) {
                     *s -= 1;
                     RedisResp::Stock(Some(*s))
                 }
-                RedisReq::RememberKey(k, reserved, a) => {
+                RedisReq::RememberKey(p, k, reserved, a) => {
                     m.keys.insert(
                         k,
-                        if reserved { KeyState::Reserved { holder: a, reservation: a } } else { KeyState::SoldOut },
+                        if reserved {
+                            KeyState::Reserved { holder: a, reservation: a, product: p }
+                        } else {
+                            KeyState::SoldOut
+                        },
                     );
                     RedisResp::Done
                 }
@@ -211,6 +226,17 @@ impl StockCache for SimStockCache {
         self.call(RedisReq::SetStock(product_id.into(), quantity)).await.map(|_| ())
     }
 
+    async fn reinit_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
+        self.call(RedisReq::ReinitStock(product_id.into(), quantity)).await.map(|_| ())
+    }
+
+    async fn locks(&self, product_id: &str) -> Result<Vec<(String, u64)>, CacheError> {
+        match self.call(RedisReq::Locks(product_id.into())).await? {
+            RedisResp::Locks(l) => Ok(l),
+            other => odd(other),
+        }
+    }
+
     async fn stock(&self, product_id: &str) -> Result<Option<i64>, CacheError> {
         match self.call(RedisReq::Get(product_id.into())).await? {
             RedisResp::Stock(s) => Ok(s),
@@ -226,7 +252,7 @@ impl StockCache for SimStockCache {
                 None => Ok(Reservation::NoSale),
                 Some(s) if s > 0 => {
                     self.call(RedisReq::Decr(product_id.into())).await?;
-                    self.call(RedisReq::RememberKey(key.into(), true, attempt)).await?;
+                    self.call(RedisReq::RememberKey(product_id.into(), key.into(), true, attempt)).await?;
                     Ok(Reservation::Reserved { reservation: attempt })
                 }
                 Some(_) => Ok(Reservation::SoldOut),
@@ -238,8 +264,8 @@ impl StockCache for SimStockCache {
         }
     }
 
-    async fn lock_release(&self, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
-        match self.call(RedisReq::LockRelease(key.into(), attempt)).await? {
+    async fn lock_release(&self, product_id: &str, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
+        match self.call(RedisReq::LockRelease(product_id.into(), key.into(), attempt)).await? {
             RedisResp::Lock(l) => Ok(l),
             other => odd(other),
         }

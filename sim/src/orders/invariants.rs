@@ -38,6 +38,23 @@ pub fn acknowledged_persisted(ops: &[OpRecord], db: &OrderDb) -> Vec<Violation> 
         .collect()
 }
 
+/// A definite failure has no effect: an order whose client saw only definite answers, none of
+/// them 200 (a 4xx, or a 503 saying nothing was reserved or queued), leaves no order behind.
+/// A client that saw an ambiguous answer (a timeout, 502/504, or a 503 saying the order may
+/// have been queued) ends `info`, not `fail`, and is not held to this. Catches an answer that
+/// misstates what happened: "failed" for an order that was in fact taken.
+pub fn definite_failure_no_effect(ops: &[OpRecord], db: &OrderDb) -> Vec<Violation> {
+    ops.iter()
+        .filter(|op| op.outcome == "fail" && db.keys.contains_key(&op.key))
+        .map(|op| {
+            Violation::new(
+                "definite-failure-no-effect",
+                format!("order {} was refused with a definite failure but persisted", op.key),
+            )
+        })
+        .collect()
+}
+
 /// One order per idempotency key.
 pub fn one_order_per_key(db: &OrderDb) -> Vec<Violation> {
     let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();

@@ -20,7 +20,8 @@ use services::orders::worker;
 
 use super::deps::{self, KafkaState, RedisNode, SimKafka, SimOrderStore, SimStockCache};
 pub use super::invariants::{
-    acknowledged_persisted, cache_matches_db, no_leaked_stock, no_oversell, one_order_per_key, stock_of,
+    acknowledged_persisted, cache_matches_db, definite_failure_no_effect, no_leaked_stock, no_oversell,
+    one_order_per_key, stock_of,
 };
 use super::workload::{
     self, ORDER_ATTEMPTS_MAX, ORDER_RETRY_PAUSE, ORDER_TIMEOUT, OrderAttempts, OrderStep, PRODUCT, ROOM_POLLS_MAX,
@@ -130,6 +131,7 @@ impl OrdersScenario {
             Bug::NonAtomicStockCheck => OrdersScenario::FlashSale,
             Bug::OffsetBeforePersist | Bug::NonIdempotentInsert => OrdersScenario::WorkerCrash,
             Bug::NoCompensation => OrdersScenario::KafkaDown,
+            Bug::MisclassifiedRefusal => OrdersScenario::FlashSale,
             Bug::NoReinitAfterRedisRestart => OrdersScenario::RedisRestart,
             _ => return None,
         })
@@ -630,6 +632,7 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
     let ops = ctx.ops.lock().expect("not poisoned").clone();
     violations.extend(no_oversell(&db, stock as i64));
     violations.extend(acknowledged_persisted(&ops, &db));
+    violations.extend(definite_failure_no_effect(&ops, &db));
     violations.extend(one_order_per_key(&db));
     if !ctx.redis_restarted && scenario != OrdersScenario::RedisPgMismatch {
         violations.extend(no_leaked_stock(&cache_before, &db, &ops));
@@ -643,34 +646,95 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
     }
     let cache_after = ctx.world.redis.snapshot();
     violations.extend(cache_matches_db(&cache_after, &db));
-    violations.extend(probe_after_reconcile(&ctx, &db).await);
+    violations.extend(calm_phase(&ctx, &db).await);
     let history = ctx.history.events();
     let events = db.orders.len();
     OrdersRun { history, ops, faults: ctx.injector.records(), violations, events }
 }
 
-/// Once reconciled, a fresh order is refused as sold out only when PostgreSQL has no stock.
-async fn probe_after_reconcile(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
+/// Orders of the calm phase: the first ones while stock remains.
+pub const CALM_ORDERS_MAX: i64 = 3;
+/// How long a calm order may take to be answered.
+pub const CALM_ANSWER_MAX: Duration = Duration::from_secs(5);
+/// How long the worker may take to persist the calm orders.
+pub const CALM_PERSIST_MAX: Duration = Duration::from_secs(10);
+
+/// The calm phase, after the heal and reconciliation: every fault is gone, so the system must
+/// make progress. While PostgreSQL has stock, up to [`CALM_ORDERS_MAX`] fresh orders (one user
+/// each, one after the other) must each be accepted within [`CALM_ANSWER_MAX`] and persisted
+/// within [`CALM_PERSIST_MAX`]; a refusal, a timeout or a slow answer is a `progress`
+/// violation naming the order and the time. With no stock left, an order must be refused as
+/// sold out (accepting it is an oversell). A sold-out answer while stock remains is
+/// `no-false-sold-out`.
+async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
+    madsim::time::sleep(crate::ledger::scenario::CALM_SETTLE).await;
     let (db_stock, _) = stock_of(db);
     let node = Handle::current().create_node().ip([10, 1, 9, 252].into()).build_tracked();
-    let answer = node
+    let orders = if db_stock > 0 { db_stock.min(CALM_ORDERS_MAX) } else { 1 };
+    let answers = node
         .spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
-            place_order(&ep, "probe-user", "probe-order", 1, &Answers::default()).await
+            let mut answers = Vec::new();
+            for n in 0..orders {
+                let (user, key) = (format!("calm-user-{n}"), format!("calm-order-{n}"));
+                let started = madsim::time::Instant::now();
+                let at = trace::now_nanos();
+                let answer = place_order(&ep, &user, &key, n as usize, &Answers::default()).await;
+                answers.push((key, at, started.elapsed(), answer));
+            }
+            answers
         })
         .await
-        .expect("probe finished");
-    let _ = ctx;
-    match (answer.0, answer.1.as_str()) {
-        (EventKind::Fail, "sold_out") if db_stock > 0 => {
-            vec![Violation::new(
+        .expect("calm phase finished");
+    let mut out = Vec::new();
+    let seconds = |nanos: u64| nanos as f64 / 1e9;
+    let mut accepted = Vec::new();
+    for (key, at, took, (kind, detail)) in answers {
+        match (kind, detail.as_str()) {
+            (EventKind::Fail, "sold_out") if db_stock > 0 => out.push(Violation::new(
                 "no-false-sold-out",
-                format!("sold out after reconcile while PostgreSQL holds {db_stock}"),
-            )]
+                format!("calm order {key} at {:.3}s sold out while PostgreSQL holds {db_stock}", seconds(at)),
+            )),
+            (EventKind::Fail, "sold_out") => {}
+            (EventKind::Ok, _) if db_stock == 0 => out.push(Violation::new(
+                "no-oversell",
+                format!("calm order {key} at {:.3}s accepted with no stock left", seconds(at)),
+            )),
+            (EventKind::Ok, _) if took > CALM_ANSWER_MAX => out.push(Violation::new(
+                "progress",
+                format!(
+                    "calm order {key} at {:.3}s took {took:?} to be accepted (bound {CALM_ANSWER_MAX:?})",
+                    seconds(at)
+                ),
+            )),
+            (EventKind::Ok, _) => accepted.push(key),
+            (kind, detail) => out.push(Violation::new(
+                "progress",
+                format!("calm order {key} at {:.3}s ended {kind} {detail} with every fault healed", seconds(at)),
+            )),
         }
-        (EventKind::Ok, _) if db_stock == 0 => {
-            vec![Violation::new("no-oversell", "an order was accepted after reconcile with no stock left")]
-        }
-        _ => Vec::new(),
     }
+    let deadline = madsim::time::Instant::now() + CALM_PERSIST_MAX;
+    loop {
+        let missing: Vec<String> = {
+            let db = ctx.world.db.lock().expect("not poisoned");
+            accepted.iter().filter(|k| !db.keys.contains_key(*k)).cloned().collect()
+        };
+        if missing.is_empty() {
+            break;
+        }
+        if madsim::time::Instant::now() >= deadline {
+            out.push(Violation::new(
+                "progress",
+                format!(
+                    "calm orders {} accepted but not persisted within {CALM_PERSIST_MAX:?} (at {:.3}s)",
+                    missing.join(", "),
+                    seconds(trace::now_nanos())
+                ),
+            ));
+            break;
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
 }

@@ -99,16 +99,22 @@ pub enum OrderStep {
     WaitingRoom,
 }
 
-/// How a client reads the answers of one order's attempts, whatever carried them.
+/// How a client reads the answers of one order's attempts, whatever carried them. The outcome
+/// is the last answer's: a definite failure about the order (409 sold out, a 4xx, 503
+/// `queue_unavailable` "nothing was reserved") ends `fail` even after an ambiguous attempt,
+/// since it claims the order does not exist; a transient refusal of one attempt (503
+/// `cache_not_ready`, `cache_unavailable`, ...) leaves an earlier ambiguity standing (`info`).
 #[derive(Debug, Clone)]
 pub struct OrderAttempts {
     ambiguous: bool,
     last: String,
+    /// The last answer was a definite failure about the order, not about one attempt.
+    definite: bool,
 }
 
 impl Default for OrderAttempts {
     fn default() -> Self {
-        OrderAttempts { ambiguous: false, last: String::from("unavailable") }
+        OrderAttempts { ambiguous: false, last: String::from("unavailable"), definite: false }
     }
 }
 
@@ -116,26 +122,31 @@ impl OrderAttempts {
     /// No answer in time: the order may have been taken.
     pub fn timed_out(&mut self) {
         self.ambiguous = true;
+        self.definite = false;
     }
 
     pub fn answered(&mut self, status: u16, body: &Value) -> OrderStep {
         let error = body["error"].as_str().unwrap_or("").to_string();
-        let done = |ambiguous: bool, error: String| {
-            OrderStep::Done(if ambiguous { EventKind::Info } else { EventKind::Fail }, error)
-        };
+        self.definite = false;
         match status {
             200 => OrderStep::Done(EventKind::Ok, body["orderId"].as_str().unwrap_or("").to_string()),
             302 => OrderStep::WaitingRoom,
-            409 if !self.ambiguous => OrderStep::Done(EventKind::Fail, error),
             429 => {
                 self.last = error;
                 OrderStep::RetryAfter(RATE_LIMITED_PAUSE)
             }
             // The spec's own answer to a failed produce: the user sees an error page and leaves.
-            500 => done(self.ambiguous, error),
+            500 => OrderStep::Done(if self.ambiguous { EventKind::Info } else { EventKind::Fail }, error),
             // The reservation is parked under the key: the outcome is open until a retry lands.
             503 if error == "queue_ambiguous" || error == "cache_ambiguous" => {
                 self.ambiguous = true;
+                OrderStep::Retry
+            }
+            // "Nothing was reserved": a claim about the order. Try again; if it stays the last
+            // answer, the order failed.
+            503 if error == "queue_unavailable" => {
+                self.last = error;
+                self.definite = true;
                 OrderStep::Retry
             }
             503 => {
@@ -150,12 +161,14 @@ impl OrderAttempts {
                 self.last = if status == 502 { "bad_gateway".into() } else { "gateway_timeout".into() };
                 OrderStep::Retry
             }
-            _ => done(self.ambiguous, error),
+            // 409 sold out, 4xx: the order does not exist.
+            _ => OrderStep::Done(EventKind::Fail, error),
         }
     }
 
     /// Out of attempts.
     pub fn finish(self) -> (EventKind, String) {
-        (if self.ambiguous { EventKind::Info } else { EventKind::Fail }, self.last)
+        let kind = if self.ambiguous && !self.definite { EventKind::Info } else { EventKind::Fail };
+        (kind, self.last)
     }
 }
