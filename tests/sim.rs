@@ -281,6 +281,7 @@ fn cli_help_snapshots() {
         &["check", "--help"],
         &["list", "--help"],
         &["merge", "--help"],
+        &["soak", "--help"],
     ] {
         let output =
             std::process::Command::new(env!("CARGO_BIN_EXE_testbed")).args(args).output().expect("testbed runs");

@@ -70,6 +70,7 @@ impl Scenario {
             Scenario::Orders(O::FlashSale) => &[
                 "compensation-after-failed-produce",
                 "persisted-before-cancel",
+                "cancellation-finished-by-retry",
                 "cancelled-order-skipped",
                 "rate-limited",
                 "waiting-room-redirect",
