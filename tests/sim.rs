@@ -150,7 +150,7 @@ fn pinned() -> Vec<Pinned> {
             };
             let expect = cols[2].to_string();
             assert!(
-                expect == "pass" || sim::ledger::invariants::INVARIANTS.contains(&expect.as_str()),
+                expect == "pass" || sim::verdict::INVARIANTS.contains(&expect.as_str()),
                 "{name}.tsv: unknown expectation {expect}"
             );
             out.push(Pinned { file: name.clone(), scenario, seed: cols[0].parse().expect("seed"), bug, expect });
@@ -400,6 +400,68 @@ fn shards_merge_to_the_unsharded_sweep() {
     assert_eq!(code, 2, "a shard given twice is refused");
     let (code, _) = testbed(&["merge", &whole_file, &shards[0]]);
     assert_eq!(code, 2, "a summary of another sweep (unsharded) is refused");
+}
+
+/// Goal: the long sweeps run as issue 18 asks: a row per scenario (scenario, seeds, failures,
+/// seeds/s), every failure's repro command and token, exit 1 on a failure; sharded, their
+/// summaries merge scenario by scenario into the unsharded soak's verdicts.
+/// Method: a clean soak of two scenarios, whole and as 2 shards; then `merge`; then a soak with
+/// a planted bug; then bad usage.
+#[test]
+fn soak_rows_shards_and_merge() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("soak");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let soak = ["soak", "--scenario", "double-spend", "--scenario", "redis-pg-mismatch", "--seeds", "9", "--from", "5"];
+    let whole = path("whole.json");
+    let (code, out) = testbed(&[&soak[..], &["--jobs", "1", "--summary", &whole]].concat());
+    assert_eq!(code, 0, "{out}");
+    for scenario in ["double-spend", "redis-pg-mismatch"] {
+        let row =
+            out.lines().find(|l| l.starts_with(scenario)).unwrap_or_else(|| panic!("no row for {scenario}: {out}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cells[1..3], ["9", "0"], "{row}");
+    }
+    assert!(out.contains("18 seeds, 0 failures"), "{out}");
+    let whole: sim::summary::SoakSummary = serde_json::from_str(&std::fs::read_to_string(&whole).unwrap()).unwrap();
+    let shards: Vec<String> = (0..2).map(|i| path(&format!("s{i}.json"))).collect();
+    for (i, file) in shards.iter().enumerate() {
+        let (code, out) =
+            testbed(&[&soak[..], &["--jobs", "1", "--shard", &format!("{i}/2"), "--summary", file]].concat());
+        assert_eq!(code, 0, "{out}");
+    }
+    let merged = path("merged.json");
+    let (code, out) = testbed(&["merge", &shards[1], &shards[0], "--out", &merged]);
+    assert_eq!(code, 0, "{out}");
+    let merged: sim::summary::SoakSummary = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    let verdicts = |s: &sim::summary::SoakSummary| s.soak.iter().map(|x| x.verdict()).collect::<Vec<_>>();
+    assert_eq!(verdicts(&merged), verdicts(&whole), "the merged soak equals the unsharded one");
+    let (code, out) = testbed(&["merge", &shards[0]]);
+    assert_eq!(code, 3, "a missing shard: {out}");
+    // A failure: a planted bug that seed 2 exposes.
+    let (code, out) = testbed(&[
+        "soak",
+        "--scenario",
+        "flash-sale",
+        "--bug",
+        "non-atomic-stock-check",
+        "--seeds",
+        "3",
+        "--from",
+        "0",
+        "--out",
+        &path("f"),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("reproduce: cargo testbed repro --scenario flash-sale --seed 2 --bug non-atomic-stock-check"),
+        "{out}"
+    );
+    assert!(out.contains("token: tb1:flash-sale:2:non-atomic-stock-check:"), "{out}");
+    assert_eq!(testbed(&["soak", "--seeds", "0"]).0, 2, "zero seeds is bad usage");
+    assert_eq!(testbed(&["soak", "--for", "1m", "--shard", "0/2"]).0, 2, "a time budget cannot be sharded");
+    assert_eq!(testbed(&["soak", "--scenario", "nope"]).0, 2, "an unknown scenario");
 }
 
 /// Goal: a person replaying a seed sees the metrics an operator would (issue 11): `repro`

@@ -11,11 +11,14 @@ pub mod metrics;
 pub mod orders;
 pub mod summary;
 pub mod timeline;
+pub mod verdict;
 
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod limits;
+#[cfg(madsim)]
+pub mod mid_request;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]

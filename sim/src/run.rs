@@ -15,11 +15,11 @@ use services::bugs::Bug;
 
 use crate::faults::FaultRecord;
 use crate::history::HistoryEvent;
-use crate::ledger::invariants::{OpRecord, Violation};
 use crate::ledger::scenario;
 use crate::orders::scenario as orders;
 use crate::scenarios::Scenario;
 use crate::trace;
+use crate::verdict::{OpRecord, Violation};
 
 /// Simulated time after which a run is declared stuck.
 pub const SIM_TIME_LIMIT: Duration = Duration::from_secs(1800);

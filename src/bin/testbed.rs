@@ -98,6 +98,9 @@ enum Command {
         /// First seed (choose a range `cargo sim` does not run: its sweeps start at 0).
         #[arg(long, default_value_t = 1_000_000)]
         from: u64,
+        /// Planted bug to switch on in every scenario (see `list`).
+        #[arg(long)]
+        bug: Option<String>,
         /// Worker threads (default: the number of cores).
         #[arg(long)]
         jobs: Option<usize>,
@@ -341,9 +344,9 @@ fn main() -> ExitCode {
             sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
         }
         #[cfg(madsim)]
-        Command::Soak { scenarios, seeds, budget, from, jobs, crdb_nodes, out, json, shard, summary } => {
+        Command::Soak { scenarios, seeds, budget, from, bug, jobs, crdb_nodes, out, json, shard, summary } => {
             let sweep = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
-            sim::soak_cmd(&sim::SoakOptions { scenarios, seeds, budget, from, sweep })
+            sim::soak_cmd(&sim::SoakOptions { scenarios, seeds, budget, from, bug, sweep })
         }
         #[cfg(madsim)]
         Command::Repro { token, scenario, seed, bug, history, crdb_nodes, clients, ops, faults } => match token {
@@ -878,7 +881,7 @@ fn list() -> u8 {
         use testbed::sim::scenarios::Scenario;
         lines.extend(Scenario::all().into_iter().map(|s| format!("scenario {}", s.name())));
     }
-    lines.extend(testbed::sim::ledger::invariants::INVARIANTS.iter().map(|i| format!("invariant {i}")));
+    lines.extend(testbed::sim::verdict::INVARIANTS.iter().map(|i| format!("invariant {i}")));
     #[cfg(madsim)]
     {
         use testbed::sim::scenarios::Scenario;
@@ -1131,11 +1134,20 @@ mod sim {
         /// A time budget for the whole soak, shared out over the scenarios not yet run.
         pub budget: Option<std::time::Duration>,
         pub from: u64,
+        /// A planted bug switched on in every scenario.
+        pub bug: Option<String>,
         pub sweep: SweepOptions,
     }
 
     /// `soak`: long sweeps of every scenario (or the ones named), a row per scenario as it ends.
     pub fn soak_cmd(options: &SoakOptions) -> u8 {
+        let bug = match options.bug.as_deref().map(str::parse::<Bug>).transpose() {
+            Ok(bug) => bug,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        };
         let mut scenarios = Vec::new();
         for name in &options.scenarios {
             match parse(name, None) {
@@ -1182,7 +1194,7 @@ mod sim {
                     bar.set_prefix(format!("{} ", scenario.name()));
                     let run = run_sweep(
                         scenario,
-                        None,
+                        bug,
                         options.from,
                         seeds,
                         shard,
@@ -1215,7 +1227,7 @@ mod sim {
                         bar.inc_length(chunk);
                         let next = run_sweep(
                             scenario,
-                            None,
+                            bug,
                             from,
                             chunk,
                             Shard::WHOLE,

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sim::history::HistoryEvent;
-use sim::ledger::invariants::{OpRecord, Violation};
+use sim::verdict::{OpRecord, Violation};
 
 use procs::{Action, Backend};
 

@@ -14,9 +14,9 @@ use services::adapters::redis::RedisStockCache;
 use services::orders::mem::{CacheState, OrderDb};
 use services::ports::orders::{OrderStore, StockCache};
 use sim::history::{EventKind, History, HistoryEvent};
-use sim::ledger::invariants::{OpRecord, Violation};
 use sim::orders::invariants as inv;
 use sim::orders::workload::{self, ORDER_ATTEMPTS_MAX, ORDER_RETRY_PAUSE, ORDER_TIMEOUT, OrderAttempts, OrderStep};
+use sim::verdict::{OpRecord, Violation};
 
 use super::procs::{Action, Backend, Compose, Local, Spec, free_port};
 use super::toxics::{self, LATENCY_LEVELS_MS, LatencyRow, ToxicProxy};

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use sim::ledger::invariants::Violation;
+use sim::verdict::Violation;
 
 use super::RealError;
 use super::procs::free_port;

@@ -6,53 +6,10 @@ use std::collections::BTreeMap;
 
 use models::ledger::{Account, LedgerEvent};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use services::ports::ledger::{BalanceView, RecordedEvent};
 
 use crate::history::{EventKind, HistoryEvent};
-
-/// Names of the invariants, for `list` and for pinned seeds.
-pub const INVARIANTS: [&str; 16] = [
-    "no-negative-balance",
-    "conservation",
-    "one-effect-per-key",
-    "convergence",
-    "linearizability",
-    "no-oversell",
-    "acknowledged-persisted",
-    "one-order-per-key",
-    "no-leaked-stock",
-    "cache-matches-db",
-    "no-false-sold-out",
-    "definite-failure-no-effect",
-    "progress",
-    "scenario-expectation",
-    "no-panic",
-    "liveness",
-];
-
-/// A broken invariant, with what shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Violation {
-    pub invariant: String,
-    pub message: String,
-}
-
-impl Violation {
-    pub fn new(invariant: &str, message: impl Into<String>) -> Self {
-        assert!(INVARIANTS.contains(&invariant), "unknown invariant {invariant}");
-        Violation { invariant: invariant.to_string(), message: message.into() }
-    }
-}
-
-/// How one operation ended, by its idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpRecord {
-    pub key: String,
-    pub f: String,
-    /// "ok", "fail" or "info".
-    pub outcome: String,
-}
+pub use crate::verdict::{INVARIANTS, OpRecord, Violation};
 
 fn decimal(value: Option<&serde_json::Value>) -> Option<Decimal> {
     value.and_then(|v| models::ledger::events::decimal_from_json(v).ok())

@@ -24,20 +24,18 @@ use super::workload::{self, Op, WorkloadConfig};
 use super::world::{LedgerWorld, WorldConfig};
 use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
+use crate::mid_request::{MID_REQUEST_ARM_MAX, MID_REQUEST_POLL};
 use crate::trace::{self, BuildTracked};
+use crate::verdict::{CALM_OP_MAX, CALM_SETTLE};
 
 /// Longest the heal-and-quiesce phase waits for the outbox to drain and the read model to
 /// converge, in simulated time.
 pub const QUIESCE_MAX: Duration = Duration::from_secs(60);
 /// `api-killed-mid-request`: the API instances killed in a run, one after the other.
 pub const MID_REQUEST_KILLS: usize = 4;
-/// Longest an armed kill waits for a command to commit on its instance.
-pub const MID_REQUEST_ARM_MAX: Duration = Duration::from_secs(5);
 /// `api-killed-mid-request`: the most operations a client sends (it stops once the last
 /// instance is back).
 pub const MID_REQUEST_OPS_MAX: usize = 400;
-/// How often an armed kill looks for its held answer.
-pub const MID_REQUEST_POLL: Duration = Duration::from_millis(5);
 
 /// How often quiescence is polled.
 pub const QUIESCE_POLL: Duration = Duration::from_millis(250);
@@ -262,13 +260,8 @@ pub async fn run(scenario: LedgerScenario, seed: u64, crdb_nodes: usize) -> Ledg
 
 /// Clients of the calm phase, one after the other.
 pub const CALM_CLIENTS: usize = 3;
-/// How long an operation of the calm phase may take to succeed.
-pub const CALM_OP_MAX: Duration = Duration::from_secs(5);
 /// Process ids of the calm phase's clients start here.
 pub const CALM_CLIENT_BASE: usize = 9000;
-/// Pause between the heal and the calm phase: a node restarted by the heal is up by then (a
-/// request sent to it before it listens waits out the client's timeout).
-pub const CALM_SETTLE: Duration = Duration::from_secs(1);
 
 /// The calm phase, after the heal, once the read model has converged: every fault is gone, so
 /// the ledger must make progress. Up to [`CALM_CLIENTS`] clients, one after the other (nobody

@@ -24,6 +24,7 @@ use super::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
 use super::jetstream::{self, JetStreamState, SimBus};
 use super::readdb::{self, ReadDbState, SimReadModel};
 pub use crate::http::{HttpReq, HttpResp};
+use crate::mid_request::{MidRequestKill, traced};
 use crate::trace::{self, BuildTracked};
 
 /// Port of the command API on every api node.
@@ -56,61 +57,6 @@ pub struct WorldConfig {
     pub crdb_nodes: usize,
     pub api_nodes: usize,
     pub crdb_rates: CrdbFaultRates,
-}
-
-/// A command that committed on an api instance whose process died before it answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldReply {
-    pub node: String,
-    pub key: Option<String>,
-    pub at: u64,
-}
-
-/// The `api-killed-mid-request` scenario's switch: when armed for an api node, that node's next
-/// command that commits is never answered (its reply is held until the scenario kills the
-/// node), so the kill lands exactly between the commit and the answer: the window in which a
-/// client cannot know whether its write applied.
-#[derive(Debug, Default)]
-pub struct MidRequestKill {
-    pub armed: Option<String>,
-    pub held: Vec<HeldReply>,
-}
-
-impl MidRequestKill {
-    /// Whether `node`, which has just `done` the request `req`, must hold its
-    /// answer: it is armed. Disarms it and records the held answer (in the trace too).
-    pub fn hold(kill: &Mutex<MidRequestKill>, node: &str, req: &HttpReq, done: &str) -> bool {
-        let mut kill = kill.lock().expect("not poisoned");
-        if kill.armed.as_deref() != Some(node) {
-            return false;
-        }
-        kill.armed = None;
-        let key = req.idempotency_key.clone();
-        trace::record(
-            node,
-            &format!("{} {} key={key:?} {done}; the answer is held until the kill", req.method, req.path),
-        );
-        kill.held.push(HeldReply { node: node.to_string(), key, at: trace::now_nanos() });
-        true
-    }
-
-    /// Messages for the held answers whose client did not end `ok`: its retry on another
-    /// instance must have got the first outcome.
-    pub fn unresolved(&self, ops: &[super::invariants::OpRecord]) -> Vec<String> {
-        self.held
-            .iter()
-            .filter_map(|reply| {
-                let key = reply.key.as_ref()?;
-                let outcome = ops.iter().find(|o| &o.key == key).map(|o| o.outcome.as_str());
-                (outcome != Some("ok")).then(|| {
-                    format!(
-                        "{key} was applied by {} before it died, and its client ended with {outcome:?}, not ok",
-                        reply.node
-                    )
-                })
-            })
-            .collect()
-    }
 }
 
 /// The world's durable state and its nodes, by name.
@@ -251,15 +197,6 @@ async fn serve_api(index: usize, gateway: SocketAddr, name: String, kill: Arc<Mu
         }
     });
     futures::future::pending::<()>().await;
-}
-
-/// Records an HTTP exchange in the trace and turns the reply into the answer.
-pub fn traced(node: &str, req: &HttpReq, reply: Reply) -> HttpResp {
-    trace::record(
-        node,
-        &format!("{} {} key={:?} -> {} {}", req.method, req.path, req.idempotency_key, reply.status, reply.body),
-    );
-    HttpResp::from(reply)
 }
 
 async fn route_api(handler: &CommandHandler<SimEventStore>, req: &HttpReq) -> Reply {

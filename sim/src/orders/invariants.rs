@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use services::orders::mem::{CacheState, OrderDb};
 
 use super::workload::PRODUCT;
-use crate::ledger::invariants::{OpRecord, Violation};
+use crate::verdict::{OpRecord, Violation};
 
 pub fn stock_of(db: &OrderDb) -> (i64, i64) {
     db.products.get(PRODUCT).copied().unwrap_or((0, 0))

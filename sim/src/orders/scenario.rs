@@ -29,9 +29,9 @@ use super::workload::{
 use crate::faults::{FaultPlan, FaultRecord, Injector, Targets};
 use crate::history::{EventKind, History, HistoryEvent};
 use crate::http::{HttpReq, HttpResp};
-use crate::ledger::invariants::{OpRecord, Violation};
-use crate::ledger::world::MidRequestKill;
+use crate::mid_request::{MID_REQUEST_ARM_MAX, MID_REQUEST_POLL, MidRequestKill, traced};
 use crate::trace::{self, BuildTracked};
+use crate::verdict::{CALM_OP_MAX, CALM_SETTLE, OpRecord, Violation};
 
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
 pub const DRAIN_MAX: Duration = Duration::from_secs(60);
@@ -236,7 +236,7 @@ async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
             if req.path == "/order" && reply.status == 200 && MidRequestKill::hold(&kill, &name, &req, "accepted") {
                 futures::future::pending::<()>().await;
             }
-            crate::ledger::world::traced(&name, &req, reply)
+            traced(&name, &req, reply)
         }
     });
     futures::future::pending::<()>().await;
@@ -559,9 +559,9 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
             let chaos = madsim::task::spawn(async move {
                 madsim::time::sleep(API_KILL_ARMED_AFTER).await;
                 kill.lock().expect("not poisoned").armed = Some("api-1".into());
-                let deadline = madsim::time::Instant::now() + crate::ledger::scenario::MID_REQUEST_ARM_MAX;
+                let deadline = madsim::time::Instant::now() + MID_REQUEST_ARM_MAX;
                 while kill.lock().expect("not poisoned").held.is_empty() && madsim::time::Instant::now() < deadline {
-                    madsim::time::sleep(crate::ledger::scenario::MID_REQUEST_POLL).await;
+                    madsim::time::sleep(MID_REQUEST_POLL).await;
                 }
                 kill.lock().expect("not poisoned").armed = None;
                 injector.crash("api-1");
@@ -656,20 +656,18 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
 
 /// Orders of the calm phase: the first ones while stock remains.
 pub const CALM_ORDERS_MAX: i64 = 3;
-/// How long a calm order may take to be answered.
-pub const CALM_ANSWER_MAX: Duration = Duration::from_secs(5);
 /// How long the worker may take to persist the calm orders.
 pub const CALM_PERSIST_MAX: Duration = Duration::from_secs(10);
 
 /// The calm phase, after the heal and reconciliation: every fault is gone, so the system must
 /// make progress. While PostgreSQL has stock, up to [`CALM_ORDERS_MAX`] fresh orders (one user
-/// each, one after the other) must each be accepted within [`CALM_ANSWER_MAX`] and persisted
+/// each, one after the other) must each be accepted within [`CALM_OP_MAX`] and persisted
 /// within [`CALM_PERSIST_MAX`]; a refusal, a timeout or a slow answer is a `progress`
 /// violation naming the order and the time. With no stock left, an order must be refused as
 /// sold out (accepting it is an oversell). A sold-out answer while stock remains is
 /// `no-false-sold-out`.
 async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
-    madsim::time::sleep(crate::ledger::scenario::CALM_SETTLE).await;
+    madsim::time::sleep(CALM_SETTLE).await;
     let (db_stock, _) = stock_of(db);
     let node = Handle::current().create_node().ip([10, 1, 9, 252].into()).build_tracked();
     let orders = if db_stock > 0 { db_stock.min(CALM_ORDERS_MAX) } else { 1 };
@@ -702,12 +700,9 @@ async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
                 "no-oversell",
                 format!("calm order {key} at {:.3}s accepted with no stock left", seconds(at)),
             )),
-            (EventKind::Ok, _) if took > CALM_ANSWER_MAX => out.push(Violation::new(
+            (EventKind::Ok, _) if took > CALM_OP_MAX => out.push(Violation::new(
                 "progress",
-                format!(
-                    "calm order {key} at {:.3}s took {took:?} to be accepted (bound {CALM_ANSWER_MAX:?})",
-                    seconds(at)
-                ),
+                format!("calm order {key} at {:.3}s took {took:?} to be accepted (bound {CALM_OP_MAX:?})", seconds(at)),
             )),
             (EventKind::Ok, _) => accepted.push(key),
             (kind, detail) => out.push(Violation::new(
