@@ -5,9 +5,9 @@ fn main() {
     println!("cargo::rerun-if-changed=.git/HEAD");
     // A commit moves the branch HEAD names, not HEAD itself: watch the branch's ref too (and
     // packed-refs, where a packed branch lives), or a token names an old commit.
-    if let Some(branch) = std::fs::read_to_string(".git/HEAD").ok().and_then(|h| {
-        h.trim().strip_prefix("ref: ").map(str::to_string)
-    }) {
+    if let Some(branch) =
+        std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_string))
+    {
         println!("cargo::rerun-if-changed=.git/{branch}");
         println!("cargo::rerun-if-changed=.git/packed-refs");
     }

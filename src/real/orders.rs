@@ -421,6 +421,7 @@ async fn check_sale(
     let cache_before = cache_state(&cache, &shop.product).await?;
     violations.extend(inv::no_oversell(&db, stock as i64));
     violations.extend(inv::acknowledged_persisted(ops, &db));
+    violations.extend(inv::definite_failure_no_effect(ops, &db));
     violations.extend(inv::one_order_per_key(&db));
     violations.extend(inv::no_leaked_stock(&cache_before, &db, ops));
     // The operator's job once the sale is quiet: `orders reconcile --quiet`.
