@@ -156,7 +156,7 @@ pub fn set_buggify(on: bool) {
 /// real build `mark` does nothing.
 pub mod coverage {
     /// Every mark, with the path it names.
-    pub const MARKS: [(&str, &str); 15] = [
+    pub const MARKS: [(&str, &str); 17] = [
         ("conflict-retried", "an append lost the optimistic lock and the command was decided again"),
         ("serialization-retried", "a 40001 serialization failure was retried"),
         ("ambiguous-commit-resolved", "after an ambiguous commit the idempotency key found the outcome"),
@@ -169,6 +169,14 @@ pub mod coverage {
         ("persisted-before-cancel", "a produce failed but the worker had persisted the order first: accepted"),
         ("cancellation-finished-by-retry", "a retry finished the cancellation an earlier attempt had begun"),
         ("cancelled-order-skipped", "the worker skipped an order whose reservation was cancelled"),
+        (
+            "sold-out-after-loss-checked",
+            "after Redis lost a sale, a sold-out key's earlier reservations were cancelled first",
+        ),
+        (
+            "stale-reservation-cancelled",
+            "a reservation older than the last exact stock was cancelled before reserving afresh",
+        ),
         ("duplicate-order-deduped", "the worker found a redelivered order already persisted"),
         ("rate-limited", "a user was refused by the rate limit"),
         ("waiting-room-redirect", "an order was sent to the waiting room"),

@@ -71,12 +71,14 @@ impl Scenario {
                 "compensation-after-failed-produce",
                 "persisted-before-cancel",
                 "cancellation-finished-by-retry",
+                "stale-reservation-cancelled",
                 "cancelled-order-skipped",
                 "rate-limited",
                 "waiting-room-redirect",
             ],
             Scenario::Orders(O::WorkerCrash) => &["duplicate-order-deduped"],
             Scenario::Orders(O::KafkaDown) => &["compensation-after-failed-produce"],
+            Scenario::Orders(O::RedisRestart) => &["sold-out-after-loss-checked"],
             _ => &[],
         }
     }

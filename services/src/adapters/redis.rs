@@ -21,26 +21,39 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The one script, each op one atomic step. A key's value: `reserved|<holder>|<reservation>|<product>`
 /// (holds an item; `holder` is the request attempt using it now), `cancelling|<reservation>|<product>`
 /// (locked by a failed produce while the order store cancels it; the item still held),
-/// `released`, `soldout` (`|` appears in no product id). Per product: `product:{id}:stock`,
-/// `product:{id}:locks` (the unfinished locks, `<reservation>|<key>`) and `product:{id}:after_loss` (set by a
-/// re-initialisation after Redis lost the sale, cleared by an exact `SET`).
+/// `released|<reservation>` (its reservations up to this one cancelled), `soldout` (`|` appears
+/// in no product id). A fresh reservation is named by Redis's clock (`TIME`, microseconds), and
+/// always after the key's released one: every API instance reads the one clock. Per product:
+/// `product:{id}:stock`, `product:{id}:locks` (the unfinished locks, `<reservation>|<key>`),
+/// `product:{id}:after_loss` (set by a re-initialisation after Redis lost the sale, cleared by
+/// an exact set) and `product:{id}:floor` (when the stock was last set exactly: a reservation
+/// made before is stale).
 /// `reserve` answers a known key with its state (re-arming a held one under the attempt) or
-/// takes one item if any is left; `lock` locks the key for the attempt that holds it;
-/// `finish` gives the item back (`cancelled` = 1) or keeps it, for a key locked for that
-/// reservation.
+/// takes one item if any is left; `lock` locks the key for the attempt that holds it; `finish`
+/// gives the item back (`cancelled` = 1) or keeps it, for a key locked for that reservation;
+/// `forget` releases a stale reservation without giving its item back; `soldout` remembers a
+/// key as sold out unless it holds something; `set` and `reinit` set the stock.
 pub const STOCK_SCRIPT: &str = r#"
-local stock_key, idem_key, locks_key, loss_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stock_key, idem_key, locks_key, loss_key, floor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local key = string.sub(idem_key, 6)
-local op, ttl, attempt, reservation, cancelled, product = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local op, ttl, attempt, reservation, cancelled, product, quantity =
+  ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local seen = redis.call('GET', idem_key)
-local r_holder, r_res, r_product, c_res, c_product
+local r_holder, r_res, r_product, c_res, c_product, released
 if seen then
   r_holder, r_res, r_product = string.match(seen, '^reserved|(%d+)|(%d+)|(.+)$')
   c_res, c_product = string.match(seen, '^cancelling|(%d+)|(.+)$')
+  released = string.match(seen, '^released|(%d+)$')
 end
 if op == 'reserve' then
   if r_holder then
     if r_product ~= product then return 'otherproduct' end
+    local floor = redis.call('GET', floor_key)
+    if floor and tonumber(r_res) < tonumber(floor) then return 'stale:' .. r_res end
     redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. r_res .. '|' .. product, 'EX', ttl)
     return 'held:' .. r_res
   end
@@ -51,12 +64,17 @@ if op == 'reserve' then
   if seen == 'soldout' then return 'repeat:soldout' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
+  local t = now()
   if tonumber(stock) > 0 then
+    if released and tonumber(released) >= t then t = tonumber(released) + 1 end
+    local id = string.format('%.0f', t)
     redis.call('DECR', stock_key)
-    redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. attempt .. '|' .. product, 'EX', ttl)
-    return 'reserved:' .. attempt
+    redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. id .. '|' .. product, 'EX', ttl)
+    return 'reserved:' .. id
   end
-  if not seen and redis.call('EXISTS', loss_key) == 1 then return 'soldout:afterloss' end
+  if not seen and redis.call('EXISTS', loss_key) == 1 then
+    return 'soldout:afterloss:' .. string.format('%.0f', t)
+  end
   redis.call('SET', idem_key, 'soldout', 'EX', ttl)
   return 'soldout'
 elseif op == 'lock' then
@@ -68,15 +86,33 @@ elseif op == 'lock' then
   end
   return 'notheld'
 elseif op == 'finish' then
-  if seen ~= 'cancelling|' .. reservation .. '|' .. product then return 'unknown' end
   redis.call('SREM', locks_key, reservation .. '|' .. key)
+  if seen ~= 'cancelling|' .. reservation .. '|' .. product then return 'unknown' end
   if cancelled == '1' then
-    redis.call('SET', idem_key, 'released', 'EX', ttl)
+    redis.call('SET', idem_key, 'released|' .. reservation, 'EX', ttl)
     if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
     return 'released'
   end
   redis.call('SET', idem_key, 'reserved|0|' .. reservation .. '|' .. product, 'EX', ttl)
   return 'kept'
+elseif op == 'forget' then
+  if r_res == reservation and r_product == product then
+    redis.call('SET', idem_key, 'released|' .. reservation, 'EX', ttl)
+    return 1
+  end
+  return 0
+elseif op == 'soldout' then
+  if not seen then redis.call('SET', idem_key, 'soldout', 'EX', ttl) end
+  return 'ok'
+elseif op == 'set' then
+  redis.call('SET', stock_key, quantity)
+  redis.call('DEL', loss_key)
+  redis.call('SET', floor_key, string.format('%.0f', now()))
+  return 'ok'
+elseif op == 'reinit' then
+  redis.call('SET', stock_key, quantity)
+  redis.call('SET', loss_key, 1)
+  return 'ok'
 end
 return redis.error_reply('unknown op ' .. tostring(op))
 "#;
@@ -98,6 +134,11 @@ pub fn locks_key(product_id: &str) -> String {
 /// Set while the sale runs on a stock re-initialised after Redis lost it.
 pub fn loss_key(product_id: &str) -> String {
     format!("product:{product_id}:after_loss")
+}
+
+/// When the stock was last set exactly, on Redis's clock.
+pub fn floor_key(product_id: &str) -> String {
+    format!("product:{product_id}:floor")
 }
 
 /// The stock cache on Redis.
@@ -216,7 +257,8 @@ impl RedisStockCache {
         }
     }
 
-    async fn script_op(
+    #[allow(clippy::too_many_arguments)]
+    async fn script_op<T: redis::FromRedisValue + Send + 'static>(
         &self,
         op: &'static str,
         product_id: &str,
@@ -224,8 +266,15 @@ impl RedisStockCache {
         attempt: u64,
         reservation: u64,
         cancelled: bool,
-    ) -> Result<String, CacheError> {
-        let keys = [stock_key(product_id), format!("idem:{key}"), locks_key(product_id), loss_key(product_id)];
+        quantity: i64,
+    ) -> Result<T, CacheError> {
+        let keys = [
+            stock_key(product_id),
+            format!("idem:{key}"),
+            locks_key(product_id),
+            loss_key(product_id),
+            floor_key(product_id),
+        ];
         let script = self.script.clone();
         let product = product_id.to_string();
         self.run(|mut c| async move {
@@ -240,6 +289,7 @@ impl RedisStockCache {
                 .arg(reservation)
                 .arg(u8::from(cancelled))
                 .arg(product)
+                .arg(quantity)
                 .invoke_async(&mut c)
                 .await
         })
@@ -259,47 +309,26 @@ impl RedisStockCache {
     /// # Errors
     /// [`CacheError`] when Redis does not answer.
     pub async fn flush_product(&self, product_id: &str) -> Result<(), CacheError> {
-        let keys = [stock_key(product_id), locks_key(product_id), loss_key(product_id)];
+        let keys = [stock_key(product_id), locks_key(product_id), loss_key(product_id), floor_key(product_id)];
         self.run(|mut c| async move { redis::cmd("DEL").arg(&keys).query_async::<i64>(&mut c).await }).await.map(|_| ())
     }
 }
 
 impl StockCache for RedisStockCache {
     async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
-        let (key, loss) = (stock_key(product_id), loss_key(product_id));
-        self.run(|mut c| async move {
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(key)
-                .arg(quantity)
-                .ignore()
-                .cmd("DEL")
-                .arg(loss)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        self.script_op::<String>("set", product_id, "", 0, 0, false, quantity).await.map(|_| ())
     }
 
     async fn reinit_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
-        let (key, loss) = (stock_key(product_id), loss_key(product_id));
-        self.run(|mut c| async move {
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(key)
-                .arg(quantity)
-                .ignore()
-                .cmd("SET")
-                .arg(loss)
-                .arg(1)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        self.script_op::<String>("reinit", product_id, "", 0, 0, false, quantity).await.map(|_| ())
+    }
+
+    async fn remember_sold_out(&self, product_id: &str, key: &str) -> Result<(), CacheError> {
+        self.script_op::<String>("soldout", product_id, key, 0, 0, false, 0).await.map(|_| ())
+    }
+
+    async fn forget_stale(&self, product_id: &str, key: &str, reservation: u64) -> Result<bool, CacheError> {
+        self.script_op::<i64>("forget", product_id, key, 0, reservation, false, 0).await.map(|n| n == 1)
     }
 
     async fn locks(&self, product_id: &str) -> Result<Vec<(String, u64)>, CacheError> {
@@ -324,7 +353,7 @@ impl StockCache for RedisStockCache {
     }
 
     async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
-        let answer = self.script_op("reserve", product_id, key, attempt, 0, false).await?;
+        let answer: String = self.script_op("reserve", product_id, key, attempt, 0, false, 0).await?;
         if let Some(reservation) = number_after(&answer, "reserved:") {
             return Ok(Reservation::Reserved { reservation });
         }
@@ -334,10 +363,15 @@ impl StockCache for RedisStockCache {
         if let Some(reservation) = number_after(&answer, "cancelling:") {
             return Ok(Reservation::Cancelling { reservation });
         }
+        if let Some(reservation) = number_after(&answer, "stale:") {
+            return Ok(Reservation::Stale { reservation });
+        }
+        if let Some(floor) = number_after(&answer, "soldout:afterloss:") {
+            return Ok(Reservation::SoldOutAfterLoss { floor });
+        }
         match answer.as_str() {
             "soldout" => Ok(Reservation::SoldOut),
             "repeat:soldout" => Ok(Reservation::RepeatSoldOut),
-            "soldout:afterloss" => Ok(Reservation::SoldOutAfterLoss),
             "otherproduct" => Ok(Reservation::OtherProduct),
             "nosale" => Ok(Reservation::NoSale),
             other => Err(CacheError::Unavailable(format!("unexpected answer of the reservation script: {other}"))),
@@ -345,7 +379,7 @@ impl StockCache for RedisStockCache {
     }
 
     async fn lock_release(&self, product_id: &str, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
-        let answer = self.script_op("lock", product_id, key, attempt, 0, false).await?;
+        let answer: String = self.script_op("lock", product_id, key, attempt, 0, false, 0).await?;
         if let Some(reservation) = number_after(&answer, "locked:") {
             return Ok(ReleaseLock::Locked { reservation });
         }
@@ -363,7 +397,7 @@ impl StockCache for RedisStockCache {
         reservation: u64,
         cancelled: bool,
     ) -> Result<Release, CacheError> {
-        Ok(match self.script_op("finish", product_id, key, 0, reservation, cancelled).await?.as_str() {
+        Ok(match self.script_op::<String>("finish", product_id, key, 0, reservation, cancelled, 0).await?.as_str() {
             "released" => Release::Released,
             "kept" => Release::Kept,
             _ => Release::Unknown,

@@ -148,16 +148,11 @@ fn accepted(order_id: &str) -> OrderReply {
     Reply::new(200, json!({"status": "accepted", "orderId": order_id})).into()
 }
 
-/// A request attempt's id, which names the reservation it takes: the wall clock's milliseconds
-/// above 20 random bits, so the reservations of one key are ordered by when they were made
-/// (across API instances, up to their clocks' skew: seconds separate two reservations of one
-/// key, which only a failed produce, a release or a Redis restart lets happen), never 0 (the
-/// reservation of messages from before reservations were named) and below 2^63 (a
-/// non-negative BIGINT in PostgreSQL). In the simulation build the wall clock is madsim's.
+/// A request attempt's id: who holds a reservation now (only the holder can lock it for its
+/// cancellation). Random, never 0 (the holder of a reservation whose order was found
+/// persisted). Reservations themselves are named by the cache's clock, not by attempts.
 pub fn attempt_id() -> u64 {
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) as u64;
-    let random: u64 = madsim::rand::Rng::r#gen::<u64>(&mut madsim::rand::thread_rng()) & 0xF_FFFF;
-    (((millis & ((1 << 43) - 1)) << 20) | random).max(1)
+    madsim::rand::Rng::r#gen::<u64>(&mut madsim::rand::thread_rng()).max(1)
 }
 
 fn queue_ambiguous() -> Reply {
@@ -297,13 +292,18 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                 Reservation::SoldOut | Reservation::RepeatSoldOut => {
                     return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
                 }
-                Reservation::SoldOutAfterLoss => {
+                Reservation::SoldOutAfterLoss { floor } => {
                     // Redis lost its keys: an earlier attempt of this key may have an order in
-                    // the queue. Cancel every reservation of the key up to this attempt's
-                    // before saying "sold out", or find the order persisted.
-                    order.reservation = attempt;
+                    // the queue. Cancel the key's reservations up to now before saying "sold
+                    // out", or find the order persisted.
+                    crate::bugs::coverage::mark("sold-out-after-loss-checked");
+                    order.reservation = floor;
                     return match self.store.cancel(&order).await {
-                        Ok(Cancel::Cancelled) => Reply::error(409, "sold_out", Some("productId"), "sold out").into(),
+                        Ok(Cancel::Cancelled) => {
+                            // Remembered, so that retries stop asking the order store.
+                            let _ = self.cache.remember_sold_out(&order.product_id, &key).await;
+                            Reply::error(409, "sold_out", Some("productId"), "sold out").into()
+                        }
                         Ok(Cancel::Persisted) => accepted(&order.order_id),
                         Err(e) => {
                             tracing::warn!(key = %key, error = %e, "sold out, but an earlier order cannot be ruled out");
@@ -311,6 +311,28 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
                         }
                     };
                 }
+                Reservation::Stale { reservation } if !helped => {
+                    // Reserved before the stock was last set exactly, which counted the item as
+                    // free: cancel the reservation (or find its order persisted), forget it
+                    // without giving the item back, and reserve afresh.
+                    helped = true;
+                    crate::bugs::coverage::mark("stale-reservation-cancelled");
+                    order.reservation = reservation;
+                    match self.store.cancel(&order).await {
+                        Ok(Cancel::Cancelled) => {
+                            match self.cache.forget_stale(&order.product_id, &key, reservation).await {
+                                Ok(_) => continue,
+                                Err(e) => return cache_down(&e).into(),
+                            }
+                        }
+                        Ok(Cancel::Persisted) => return accepted(&order.order_id),
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "a stale reservation could not be cancelled");
+                            return queue_ambiguous().into();
+                        }
+                    }
+                }
+                Reservation::Stale { .. } => return queue_ambiguous().into(),
                 Reservation::OtherProduct => {
                     return Reply::error(
                         422,

@@ -125,15 +125,19 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     let e = |what: &'static str| move |err| format!("{what}: {err}");
     let (p, q, none) = (format!("{prefix}-p"), format!("{prefix}-q"), format!("{prefix}-none"));
     let key = |n: u32| format!("{prefix}-k{n}");
+    let reserved = |r: Reservation| match r {
+        Reservation::Reserved { reservation } => Ok(reservation),
+        other => Err(format!("contract broken: expected a fresh reservation, got {other:?}")),
+    };
     cache.set_stock(&p, 2).await.map_err(e("set"))?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "the stock reads as set")?;
     check(cache.stock(&none).await.map_err(e("stock"))?.is_none(), "no sale reads as none")?;
     check(cache.reserve(&none, &key(0), 1).await.map_err(e("reserve"))? == Reservation::NoSale, "no sale, no item")?;
-    let r = cache.reserve(&p, &key(1), 11).await.map_err(e("reserve"))?;
-    check(r == Reservation::Reserved { reservation: 11 }, "a new key takes an item under its attempt")?;
+    let r1 = reserved(cache.reserve(&p, &key(1), 11).await.map_err(e("reserve"))?)?;
+    check(r1 > 0 && r1 < 1 << 63, "a new key takes an item under a reservation the cache names")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "the item is taken")?;
     let r = cache.reserve(&p, &key(1), 12).await.map_err(e("reserve"))?;
-    check(r == Reservation::Held { reservation: 11 }, "a repeat holds the same reservation")?;
+    check(r == Reservation::Held { reservation: r1 }, "a repeat holds the same reservation")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "a repeat takes nothing")?;
     let r = cache.reserve(&q, &key(1), 13).await.map_err(e("reserve"))?;
     check(r == Reservation::OtherProduct, "a key reused for another product is refused")?;
@@ -142,34 +146,32 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     let lock = cache.lock_release(&q, &key(1), 12).await.map_err(e("lock"))?;
     check(lock == ReleaseLock::NotHeld, "nor can another product's")?;
     let lock = cache.lock_release(&p, &key(1), 12).await.map_err(e("lock"))?;
-    check(lock == ReleaseLock::Locked { reservation: 11 }, "the holder locks its reservation")?;
-    check(cache.locks(&p).await.map_err(e("locks"))? == vec![(key(1), 11)], "the lock is listed")?;
+    check(lock == ReleaseLock::Locked { reservation: r1 }, "the holder locks its reservation")?;
+    check(cache.locks(&p).await.map_err(e("locks"))? == vec![(key(1), r1)], "the lock is listed")?;
     let r = cache.reserve(&p, &key(1), 13).await.map_err(e("reserve"))?;
-    check(r == Reservation::Cancelling { reservation: 11 }, "a locked key cannot be re-armed")?;
-    let done = cache.finish_release(&p, &key(1), 99, true).await.map_err(e("finish"))?;
+    check(r == Reservation::Cancelling { reservation: r1 }, "a locked key cannot be re-armed")?;
+    let done = cache.finish_release(&p, &key(1), r1 + 7, true).await.map_err(e("finish"))?;
     check(done == Release::Unknown, "another reservation's release does nothing")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "and gives nothing back")?;
-    let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
+    let done = cache.finish_release(&p, &key(1), r1, true).await.map_err(e("finish"))?;
     check(done == Release::Released, "a cancelled reservation is released")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "its item is back")?;
     check(cache.locks(&p).await.map_err(e("locks"))?.is_empty(), "and its lock gone")?;
-    let done = cache.finish_release(&p, &key(1), 11, true).await.map_err(e("finish"))?;
+    let done = cache.finish_release(&p, &key(1), r1, true).await.map_err(e("finish"))?;
     check(done == Release::Unknown, "a release is given back once")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(2), "once only")?;
-    let r = cache.reserve(&p, &key(1), 14).await.map_err(e("reserve"))?;
-    check(r == Reservation::Reserved { reservation: 14 }, "a released key reserves afresh")?;
+    let r2 = reserved(cache.reserve(&p, &key(1), 14).await.map_err(e("reserve"))?)?;
+    check(r2 > r1, "a released key reserves afresh, after its cancelled reservation")?;
     let lock = cache.lock_release(&p, &key(1), 14).await.map_err(e("lock"))?;
-    check(lock == ReleaseLock::Locked { reservation: 14 }, "a fresh reservation locks")?;
-    let done = cache.finish_release(&p, &key(1), 14, false).await.map_err(e("finish"))?;
+    check(lock == ReleaseLock::Locked { reservation: r2 }, "a fresh reservation locks")?;
+    let done = cache.finish_release(&p, &key(1), r2, false).await.map_err(e("finish"))?;
     check(done == Release::Kept, "a persisted order keeps its item")?;
     let r = cache.reserve(&p, &key(1), 15).await.map_err(e("reserve"))?;
-    check(r == Reservation::Held { reservation: 14 }, "a kept reservation is held again")?;
+    check(r == Reservation::Held { reservation: r2 }, "a kept reservation is held again")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(1), "and still holds one item")?;
-    let big = (1 << 63) - 1;
-    let r = cache.reserve(&p, &key(2), big).await.map_err(e("reserve"))?;
-    check(r == Reservation::Reserved { reservation: big }, "any attempt below 2^63 names a reservation")?;
-    let lock = cache.lock_release(&p, &key(2), big).await.map_err(e("lock"))?;
-    check(lock == ReleaseLock::Locked { reservation: big }, "and locks it")?;
+    let r3 = reserved(cache.reserve(&p, &key(2), u64::MAX >> 1).await.map_err(e("reserve"))?)?;
+    let lock = cache.lock_release(&p, &key(2), u64::MAX >> 1).await.map_err(e("lock"))?;
+    check(lock == ReleaseLock::Locked { reservation: r3 }, "any attempt id below 2^63 holds and locks")?;
     let r = cache.reserve(&p, &key(3), 31).await.map_err(e("reserve"))?;
     check(r == Reservation::SoldOut, "no stock left: sold out")?;
     let r = cache.reserve(&p, &key(3), 32).await.map_err(e("reserve"))?;
@@ -179,14 +181,26 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     let lock = cache.lock_release(&p, &key(4), 41).await.map_err(e("lock"))?;
     check(lock == ReleaseLock::Unknown, "an unknown key")?;
     check(cache.stock(&p).await.map_err(e("stock"))? == Some(0), "the stock never went below zero")?;
+    // An exact set makes older reservations stale: forgotten without their item.
+    cache.finish_release(&p, &key(2), r3, true).await.map_err(e("finish"))?;
+    cache.set_stock(&p, 5).await.map_err(e("set"))?;
+    let r = cache.reserve(&p, &key(1), 16).await.map_err(e("reserve"))?;
+    check(r == Reservation::Stale { reservation: r2 }, "a reservation older than an exact set is stale")?;
+    check(cache.forget_stale(&p, &key(1), r2).await.map_err(e("forget"))?, "a stale reservation is forgotten")?;
+    check(cache.stock(&p).await.map_err(e("stock"))? == Some(5), "without its item")?;
+    let r4 = reserved(cache.reserve(&p, &key(1), 17).await.map_err(e("reserve"))?)?;
+    check(r4 > r2, "and the key reserves afresh")?;
     // After a loss: an unknown key that finds no stock is not remembered as sold out.
     cache.reinit_stock(&q, 0).await.map_err(e("reinit"))?;
     let r = cache.reserve(&q, &key(5), 51).await.map_err(e("reserve"))?;
-    check(r == Reservation::SoldOutAfterLoss, "after a loss, an unknown key's sold out is checked")?;
+    check(matches!(r, Reservation::SoldOutAfterLoss { floor } if floor > 0), "after a loss, sold out is checked")?;
     let r = cache.reserve(&q, &key(5), 52).await.map_err(e("reserve"))?;
-    check(r == Reservation::SoldOutAfterLoss, "every time")?;
-    cache.set_stock(&q, 0).await.map_err(e("set"))?;
+    check(matches!(r, Reservation::SoldOutAfterLoss { .. }), "until the order store said so")?;
+    cache.remember_sold_out(&q, &key(5)).await.map_err(e("soldout"))?;
     let r = cache.reserve(&q, &key(5), 53).await.map_err(e("reserve"))?;
+    check(r == Reservation::RepeatSoldOut, "then it is remembered")?;
+    cache.set_stock(&q, 0).await.map_err(e("set"))?;
+    let r = cache.reserve(&q, &key(6), 61).await.map_err(e("reserve"))?;
     check(r == Reservation::SoldOut, "an exact set ends the loss")?;
     Ok(())
 }

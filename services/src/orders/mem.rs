@@ -31,8 +31,9 @@ pub enum KeyState {
         reservation: u64,
         product: String,
     },
-    /// Given back after a cancellation: a retry reserves afresh.
-    Released,
+    /// Given back (or forgotten) after the cancellation of reservations up to this one: a retry
+    /// reserves afresh, under a later reservation.
+    Released(u64),
 }
 
 /// Redis's keyspace for the order system.
@@ -45,30 +46,48 @@ pub struct CacheState {
     pub locks: BTreeMap<String, BTreeSet<(String, u64)>>,
     /// Products whose sale was re-initialised after Redis lost it, until the next exact set.
     pub after_loss: BTreeSet<String>,
+    /// Product -> when its stock was last set exactly (Redis's clock): a reservation made
+    /// before holds an item the exact set already counted as free.
+    pub floor: BTreeMap<String, u64>,
     pub rate: BTreeMap<String, u32>,
     pub admissions: BTreeMap<String, ()>,
 }
 
+/// Microseconds since the epoch on this process's wall clock: Redis's `TIME` for the in-memory
+/// and simulated Redis (in the simulation build madsim's clock).
+pub fn wall_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 impl CacheState {
-    /// `SET stock` (a sale starts, or reconcile sets it exactly): clears the after-loss mark.
-    pub fn set_stock(&mut self, product_id: &str, quantity: i64) {
+    /// The `set` op: the stock set exactly (a sale starts, or a quiet reconcile): ends the
+    /// after-loss mark and moves the floor to `now`.
+    pub fn set_stock(&mut self, product_id: &str, quantity: i64, now: u64) {
         self.stock.insert(product_id.to_string(), quantity);
         self.after_loss.remove(product_id);
+        self.floor.insert(product_id.to_string(), now);
     }
 
-    /// Reconcile's re-initialisation of a sale Redis lost: sets the stock and the mark.
+    /// The `reinit` op: reconcile's re-initialisation of a sale Redis lost (or lowering a
+    /// cache that offers too much, during a sale): sets the stock and the after-loss mark.
     pub fn reinit_stock(&mut self, product_id: &str, quantity: i64) {
         self.stock.insert(product_id.to_string(), quantity);
         self.after_loss.insert(product_id.to_string());
     }
 
-    /// The reservation script, as one atomic step.
-    pub fn reserve(&mut self, product_id: &str, key: &str, attempt: u64) -> Reservation {
-        match self.keys.get(key).cloned() {
+    /// The reservation script, as one atomic step. A fresh reservation is named by Redis's
+    /// clock (`now`), and always after the key's last cancelled reservation.
+    pub fn reserve(&mut self, product_id: &str, key: &str, attempt: u64, now: u64) -> Reservation {
+        let released = match self.keys.get(key).cloned() {
             Some(KeyState::Reserved { product, .. } | KeyState::Cancelling { product, .. })
                 if product != product_id =>
             {
                 return Reservation::OtherProduct;
+            }
+            Some(KeyState::Reserved { reservation, .. })
+                if self.floor.get(product_id).is_some_and(|floor| reservation < *floor) =>
+            {
+                return Reservation::Stale { reservation };
             }
             Some(KeyState::Reserved { reservation, product, .. }) => {
                 self.keys.insert(key.to_string(), KeyState::Reserved { holder: attempt, reservation, product });
@@ -76,22 +95,40 @@ impl CacheState {
             }
             Some(KeyState::Cancelling { reservation, .. }) => return Reservation::Cancelling { reservation },
             Some(KeyState::SoldOut) => return Reservation::RepeatSoldOut,
-            Some(KeyState::Released) | None => {}
-        }
-        let unknown = !self.keys.contains_key(key);
+            Some(KeyState::Released(last)) => Some(last),
+            None => None,
+        };
         let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
         if *stock > 0 {
             *stock -= 1;
-            let state = KeyState::Reserved { holder: attempt, reservation: attempt, product: product_id.to_string() };
+            let reservation = released.map_or(now, |last| now.max(last + 1));
+            let state = KeyState::Reserved { holder: attempt, reservation, product: product_id.to_string() };
             self.keys.insert(key.to_string(), state);
-            Reservation::Reserved { reservation: attempt }
-        } else if unknown && self.after_loss.contains(product_id) {
+            Reservation::Reserved { reservation }
+        } else if released.is_none() && !self.keys.contains_key(key) && self.after_loss.contains(product_id) {
             // Redis lost its keys: this one may have an earlier reservation still in the queue.
-            // Not remembered, so that every retry has its answer checked again.
-            Reservation::SoldOutAfterLoss
+            // Not remembered: the API remembers it once the order store cancelled up to `now`.
+            Reservation::SoldOutAfterLoss { floor: now }
         } else {
             self.keys.insert(key.to_string(), KeyState::SoldOut);
             Reservation::SoldOut
+        }
+    }
+
+    /// The `soldout` op: remembers a key as sold out, unless it holds something now.
+    pub fn remember_sold_out(&mut self, key: &str) {
+        self.keys.entry(key.to_string()).or_insert(KeyState::SoldOut);
+    }
+
+    /// The `forget` op: a stale reservation (made before the last exact set, which counted its
+    /// item as free) whose cancellation committed is released without giving its item back.
+    pub fn forget_stale(&mut self, product_id: &str, key: &str, reservation: u64) -> bool {
+        match self.keys.get(key) {
+            Some(KeyState::Reserved { reservation: r, product, .. }) if *r == reservation && product == product_id => {
+                self.keys.insert(key.to_string(), KeyState::Released(reservation));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -108,21 +145,22 @@ impl CacheState {
         }
     }
 
-    /// The finishing script, as one atomic step.
+    /// The finishing script, as one atomic step. The lock leaves the product's set whatever
+    /// the key holds (its key may have expired).
     pub fn finish_release(&mut self, product_id: &str, key: &str, reservation: u64, cancelled: bool) -> Release {
+        if let Some(locks) = self.locks.get_mut(product_id) {
+            locks.remove(&(key.to_string(), reservation));
+        }
         let locked = KeyState::Cancelling { reservation, product: product_id.to_string() };
         if self.keys.get(key) != Some(&locked) {
             return Release::Unknown;
-        }
-        if let Some(locks) = self.locks.get_mut(product_id) {
-            locks.remove(&(key.to_string(), reservation));
         }
         if !cancelled {
             let state = KeyState::Reserved { holder: 0, reservation, product: product_id.to_string() };
             self.keys.insert(key.to_string(), state);
             return Release::Kept;
         }
-        self.keys.insert(key.to_string(), KeyState::Released);
+        self.keys.insert(key.to_string(), KeyState::Released(reservation));
         if let Some(stock) = self.stock.get_mut(product_id) {
             *stock += 1;
         }
@@ -148,7 +186,7 @@ pub struct MemStockCache {
 
 impl StockCache for MemStockCache {
     async fn set_stock(&self, product_id: &str, quantity: i64) -> Result<(), CacheError> {
-        self.state.lock().expect("not poisoned").set_stock(product_id, quantity);
+        self.state.lock().expect("not poisoned").set_stock(product_id, quantity, wall_micros());
         Ok(())
     }
 
@@ -167,7 +205,16 @@ impl StockCache for MemStockCache {
     }
 
     async fn reserve(&self, product_id: &str, key: &str, attempt: u64) -> Result<Reservation, CacheError> {
-        Ok(self.state.lock().expect("not poisoned").reserve(product_id, key, attempt))
+        Ok(self.state.lock().expect("not poisoned").reserve(product_id, key, attempt, wall_micros()))
+    }
+
+    async fn remember_sold_out(&self, _product_id: &str, key: &str) -> Result<(), CacheError> {
+        self.state.lock().expect("not poisoned").remember_sold_out(key);
+        Ok(())
+    }
+
+    async fn forget_stale(&self, product_id: &str, key: &str, reservation: u64) -> Result<bool, CacheError> {
+        Ok(self.state.lock().expect("not poisoned").forget_stale(product_id, key, reservation))
     }
 
     async fn lock_release(&self, product_id: &str, key: &str, attempt: u64) -> Result<ReleaseLock, CacheError> {
@@ -480,7 +527,7 @@ mod tests {
         let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
         assert_eq!((reply.status, reply.body["error"].as_str()), (503, Some("queue_unavailable")));
         assert_eq!(cache.stock("p").await.unwrap(), Some(2), "compensated");
-        assert_eq!(cache.state.lock().unwrap().keys.get("k1"), Some(&KeyState::Released));
+        assert!(matches!(cache.state.lock().unwrap().keys.get("k1"), Some(KeyState::Released(_))));
         // The cancellation is durable: the order, had its produce landed, is skipped.
         let db = store.db.lock().unwrap().clone();
         let (key, reservation) =
@@ -520,15 +567,17 @@ mod tests {
         store.init_sale("p", 1).await.unwrap();
         cache.set_stock("p", 1).await.unwrap();
         // An attempt reserved, failed to produce, locked the key, and died before cancelling.
-        assert_eq!(cache.reserve("p", "k1", 3).await.unwrap(), Reservation::Reserved { reservation: 3 });
-        assert_eq!(cache.lock_release("p", "k1", 3).await.unwrap(), ReleaseLock::Locked { reservation: 3 });
-        assert_eq!(cache.reserve("p", "k1", 4).await.unwrap(), Reservation::Cancelling { reservation: 3 });
-        // The retry cancels reservation 3, gives its item back, and reserves afresh.
+        let Reservation::Reserved { reservation } = cache.reserve("p", "k1", 3).await.unwrap() else {
+            panic!("reserved")
+        };
+        assert_eq!(cache.lock_release("p", "k1", 3).await.unwrap(), ReleaseLock::Locked { reservation });
+        assert_eq!(cache.reserve("p", "k1", 4).await.unwrap(), Reservation::Cancelling { reservation });
+        // The retry cancels the reservation, gives its item back, and reserves afresh.
         let api = OrderApi::new(cache.clone(), MemQueue::new(1), store.clone(), "http://room".into());
         let reply = api.order(Some(b"k1"), None, &body("p", "u")).await.reply;
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(cache.stock("p").await.unwrap(), Some(0));
-        assert_eq!(store.db.lock().unwrap().cancellations.get("k1"), Some(&3));
+        assert_eq!(store.db.lock().unwrap().cancellations.get("k1"), Some(&reservation));
     }
 
     #[tokio::test]

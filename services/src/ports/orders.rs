@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// What a reservation in the stock cache answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
-    /// One item taken now for this key: queue the order under `reservation` (this attempt's id).
+    /// One item taken now for this key: queue the order under `reservation`, a name the cache
+    /// gives from its own clock (microseconds), always later than the key's cancelled ones.
     Reserved { reservation: u64 },
     /// The key already holds an item: re-armed under this attempt; queue the order again under
     /// the same `reservation` (the worker persists it once).
@@ -21,9 +22,14 @@ pub enum Reservation {
     RepeatSoldOut,
     /// No stock left, for a key Redis does not know while the sale runs on a stock reconcile
     /// re-initialised after Redis lost it: an earlier reservation of the key may still be in
-    /// the queue, so the order store must cancel it before the answer is "sold out". Not
-    /// remembered under the key.
-    SoldOutAfterLoss,
+    /// the queue, so the order store must cancel the key's reservations up to `floor` (now, on
+    /// the cache's clock) before the answer is "sold out"
+    /// ([`StockCache::remember_sold_out`] then).
+    SoldOutAfterLoss { floor: u64 },
+    /// The key holds a reservation made before the stock was last set exactly, which counted
+    /// its item as free: the order store must cancel it (or find its order persisted) before
+    /// the key reserves afresh ([`StockCache::forget_stale`]).
+    Stale { reservation: u64 },
     /// The key holds a reservation of another product: the key was reused for another request.
     OtherProduct,
     /// An earlier attempt began cancelling this key's reservation and did not finish: finish it
@@ -81,7 +87,8 @@ pub enum CacheError {
 /// The fast path: stock, idempotency keys and rate limits, each operation atomic.
 pub trait StockCache: Send + Sync + 'static {
     /// Sets the product's stock exactly (a sale starts, or a quiet reconciliation): the sale is
-    /// no longer "after a loss".
+    /// no longer "after a loss", and reservations made before are stale
+    /// ([`Reservation::Stale`]).
     fn set_stock(&self, product_id: &str, quantity: i64) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// Re-initialises a sale Redis lost (reconciliation during a sale) and marks it "after a
@@ -107,6 +114,19 @@ pub trait StockCache: Send + Sync + 'static {
         key: &str,
         attempt: u64,
     ) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
+
+    /// Remembers the key as sold out (after the order store cancelled its reservations), unless
+    /// it holds something by now.
+    fn remember_sold_out(&self, product_id: &str, key: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+
+    /// Releases a stale reservation whose cancellation committed, without giving its item back
+    /// (the exact set that made it stale already did). True if the key held it.
+    fn forget_stale(
+        &self,
+        product_id: &str,
+        key: &str,
+        reservation: u64,
+    ) -> impl Future<Output = Result<bool, CacheError>> + Send;
 
     /// The first step of giving back the item of a reservation whose produce failed: if
     /// `attempt` holds the key, marks it `cancelling` (no re-arm, no reservation) and answers

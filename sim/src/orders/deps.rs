@@ -19,7 +19,7 @@ use madsim::net::rpc::Request;
 use madsim::time::Instant;
 use models::orders::Order;
 use serde::{Deserialize, Serialize};
-use services::orders::mem::{CacheState, KeyState, LogState, OrderDb};
+use services::orders::mem::{CacheState, KeyState, LogState, OrderDb, wall_micros};
 use services::ports::orders::{
     CacheError, Cancel, OrderConsumer, OrderProducer, OrderStore, OrderStoreError, Persisted, ProductRow, QueueError,
     QueuedOrder, Release, ReleaseLock, Reservation, StockCache,
@@ -89,6 +89,8 @@ pub enum RedisReq {
     Get(String),
     Reserve(String, String, u64),
     LockRelease(String, String, u64),
+    RememberSoldOut(String),
+    ForgetStale(String, String, u64),
     FinishRelease {
         product: String,
         key: String,
@@ -143,9 +145,14 @@ pub async fn serve_redis(node: RedisNode) {
             }
             let answer = match req {
                 RedisReq::SetStock(p, q) => {
-                    m.set_stock(&p, q);
+                    m.set_stock(&p, q, wall_micros());
                     RedisResp::Done
                 }
+                RedisReq::RememberSoldOut(k) => {
+                    m.remember_sold_out(&k);
+                    RedisResp::Done
+                }
+                RedisReq::ForgetStale(p, k, r) => RedisResp::Flag(m.forget_stale(&p, &k, r)),
                 RedisReq::ReinitStock(p, q) => {
                     m.reinit_stock(&p, q);
                     RedisResp::Done
@@ -154,7 +161,7 @@ pub async fn serve_redis(node: RedisNode) {
                     RedisResp::Locks(m.locks.get(&p).map(|l| l.iter().cloned().collect()).unwrap_or_default())
                 }
                 RedisReq::Get(p) => RedisResp::Stock(m.stock.get(&p).copied()),
-                RedisReq::Reserve(p, k, a) => RedisResp::Reservation(m.reserve(&p, &k, a)),
+                RedisReq::Reserve(p, k, a) => RedisResp::Reservation(m.reserve(&p, &k, a, wall_micros())),
                 RedisReq::LockRelease(p, k, a) => RedisResp::Lock(m.lock_release(&p, &k, a)),
                 RedisReq::FinishRelease { product, key, reservation, cancelled } => {
                     RedisResp::Release(m.finish_release(&product, &key, reservation, cancelled))
@@ -260,6 +267,17 @@ impl StockCache for SimStockCache {
         }
         match self.call(RedisReq::Reserve(product_id.into(), key.into(), attempt)).await? {
             RedisResp::Reservation(r) => Ok(r),
+            other => odd(other),
+        }
+    }
+
+    async fn remember_sold_out(&self, _product_id: &str, key: &str) -> Result<(), CacheError> {
+        self.call(RedisReq::RememberSoldOut(key.into())).await.map(|_| ())
+    }
+
+    async fn forget_stale(&self, product_id: &str, key: &str, reservation: u64) -> Result<bool, CacheError> {
+        match self.call(RedisReq::ForgetStale(product_id.into(), key.into(), reservation)).await? {
+            RedisResp::Flag(f) => Ok(f),
             other => odd(other),
         }
     }

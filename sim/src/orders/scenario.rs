@@ -35,6 +35,9 @@ use crate::verdict::{CALM_OP_MAX, CALM_SETTLE, OpRecord, Violation};
 
 /// Longest the heal-and-quiesce phase waits for the worker's lag to drain.
 pub const DRAIN_MAX: Duration = Duration::from_secs(60);
+/// After the last client's answer, how long a request it gave up on may still run in an API
+/// handler: a produce (1 s), a cancellation and a release (1 s and 0.5 s), with room to spare.
+pub const STRAGGLERS_MAX: Duration = Duration::from_secs(5);
 /// Orders per user per second in the simulated API: low, so that users placing two orders at
 /// once meet the rate limit.
 pub const SIM_RATE_LIMIT: u32 = 1;
@@ -624,6 +627,9 @@ pub async fn run(scenario: OrdersScenario, seed: u64) -> OrdersRun {
         }
     }
     ctx.injector.heal();
+    // Every client is done, but an API handler may still be working on a request its client
+    // gave up on (a produce, a cancellation): the sale is quiet once those have ended.
+    madsim::time::sleep(STRAGGLERS_MAX).await;
     let drained = drain(&ctx).await;
     let mut violations = ctx.expectations.clone();
     if !drained {
@@ -660,7 +666,8 @@ pub const CALM_ORDERS_MAX: i64 = 3;
 pub const CALM_PERSIST_MAX: Duration = Duration::from_secs(10);
 
 /// The calm phase, after the heal and reconciliation: every fault is gone, so the system must
-/// make progress. While PostgreSQL has stock, up to [`CALM_ORDERS_MAX`] fresh orders (one user
+/// make progress. Last, the first order the sale left ambiguous is retried with its key (a
+/// user coming back to it): it must be accepted and persisted, or refused and never persisted. While PostgreSQL has stock, up to [`CALM_ORDERS_MAX`] fresh orders (one user
 /// each, one after the other) must each be accepted within [`CALM_OP_MAX`] and persisted
 /// within [`CALM_PERSIST_MAX`]; a refusal, a timeout or a slow answer is a `progress`
 /// violation naming the order and the time. With no stock left, an order must be refused as
@@ -671,7 +678,16 @@ async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
     let (db_stock, _) = stock_of(db);
     let node = Handle::current().create_node().ip([10, 1, 9, 252].into()).build_tracked();
     let orders = if db_stock > 0 { db_stock.min(CALM_ORDERS_MAX) } else { 1 };
-    let answers = node
+    // The first order the sale left ambiguous, retried late with its key, as its user would.
+    let late: Option<String> = ctx
+        .ops
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .find(|op| op.outcome == "info" && op.key.starts_with("order-"))
+        .map(|op| op.key.clone());
+    let retry = late.clone();
+    let (answers, late_answer) = node
         .spawn(async move {
             let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind");
             let mut answers = Vec::new();
@@ -682,7 +698,16 @@ async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
                 let answer = place_order(&ep, &user, &key, n as usize, &Answers::default()).await;
                 answers.push((key, at, started.elapsed(), answer));
             }
-            answers
+            let mut late_answer = None;
+            if let Some(key) = retry {
+                let slot: usize = key.trim_start_matches("order-").parse().unwrap_or(0);
+                let (user, _) = workload::slot_user_and_key(slot);
+                let started = madsim::time::Instant::now();
+                let at = trace::now_nanos();
+                let answer = place_order(&ep, &user, &key, 0, &Answers::default()).await;
+                late_answer = Some((key, at, started.elapsed(), answer));
+            }
+            (answers, late_answer)
         })
         .await
         .expect("calm phase finished");
@@ -711,6 +736,20 @@ async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
             )),
         }
     }
+    // The late retry must settle its order: accepted (then persisted) or definitely refused
+    // (then never persisted), within the bound.
+    let mut refused_late = None;
+    if let Some((key, at, took, (kind, detail))) = late_answer {
+        let what = format!("late retry of ambiguous {key} at {:.3}s", seconds(at));
+        match kind {
+            EventKind::Ok if took <= CALM_OP_MAX => accepted.push(key),
+            EventKind::Fail if took <= CALM_OP_MAX => refused_late = Some((key, what)),
+            _ => out.push(Violation::new(
+                "progress",
+                format!("{what} ended {kind} {detail} after {took:?} with every fault healed"),
+            )),
+        }
+    }
     let deadline = madsim::time::Instant::now() + CALM_PERSIST_MAX;
     loop {
         let missing: Vec<String> = {
@@ -732,6 +771,14 @@ async fn calm_phase(ctx: &Ctx, db: &OrderDb) -> Vec<Violation> {
             break;
         }
         madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some((key, what)) = refused_late
+        && ctx.world.db.lock().expect("not poisoned").keys.contains_key(&key)
+    {
+        out.push(Violation::new(
+            "definite-failure-no-effect",
+            format!("{what} was refused but its order is persisted"),
+        ));
     }
     out
 }
