@@ -4,14 +4,18 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=.git/HEAD");
     // A commit moves the branch HEAD names, not HEAD itself: watch the branch's ref too (and
-    // packed-refs, where a packed branch lives), or a token names an old commit.
+    // packed-refs, where a packed branch lives), or a token names an old commit. Only paths
+    // that exist: cargo reruns the script on every build for one that does not. (In a worktree
+    // `.git` is a file and HEAD is not read here: the commit may then be stale.)
     if let Some(branch) =
         std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_string))
     {
-        println!("cargo::rerun-if-changed=.git/{branch}");
-        println!("cargo::rerun-if-changed=.git/packed-refs");
+        for path in [format!(".git/{branch}"), ".git/packed-refs".to_string()] {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo::rerun-if-changed={path}");
+            }
+        }
     }
-    println!("cargo::rerun-if-env-changed=TESTBED_GIT_COMMIT");
     // What a repro token records about the build that produced a failure: the git commit, or
     // where there is no .git (an image build), the commit the builder passes in.
     let commit = std::process::Command::new("git")

@@ -290,7 +290,7 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
                 tasks.spawn(async move { c.run_mixed(seed, &config, |_| Instant::now() < deadline).await });
             }
             faults = match &d.partition {
-                Some((netns, _)) => partitions(netns, options.seed, options.duration, clock).await?,
+                Some((netns, _)) => partitions(netns, options.seed, options.duration, clock, &transport).await?,
                 None if !d.toxics.is_empty() => latency_levels(&d.toxics, options.duration, clock).await?,
                 None => {
                     let steps = super::draw_faults(options.seed, options.scenario.fault_roles(), options.duration);
@@ -456,9 +456,18 @@ fn partition_seen(requests: &[Sent], faults: &[FaultLog]) -> Vec<Violation> {
     violations
 }
 
+/// How long a cut's probe of api-1 waits past the heal for its answer.
+const PROBE_SLACK: Duration = Duration::from_secs(2);
+
 /// `ledger-partition`'s faults: [`PARTITIONS`] cuts of the namespace at seeded times in the
 /// first 80% of the run, each held 1.5 to 3 s, then healed.
-async fn partitions(netns: &Netns, seed: u64, duration: Duration, clock: Clock) -> Result<Vec<FaultLog>, RealError> {
+async fn partitions(
+    netns: &Netns,
+    seed: u64,
+    duration: Duration,
+    clock: Clock,
+    transport: &LedgerTransport,
+) -> Result<Vec<FaultLog>, RealError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9A27);
     let slot = duration.mul_f64(0.8) / PARTITIONS as u32;
     let role = format!("netns {}: {}", netns.name, PARTITIONED_ROLES.join(", "));
@@ -476,6 +485,15 @@ async fn partitions(netns: &Netns, seed: u64, duration: Duration, clock: Clock) 
         netns.cut()?;
         log.push(FaultLog { at_ms, action: "partition".into(), role: role.clone() });
         tracing::info!(netns = %netns.name, "partitioned");
+        // A probe of api-1 in every cut, recorded with the clients' requests: the cut must hold
+        // it up until the heal whatever the clients happen to send meanwhile (on a loaded
+        // machine they sent nothing to api-1 during a 2.4 s cut).
+        let probe = transport.clone();
+        tokio::spawn(async move {
+            let req = sim::http::HttpReq::get("/health");
+            let target = sim::ledger::workload::Target::Command;
+            let _ = sim::ledger::workload::Transport::call(&probe, target, 0, req, hold + PROBE_SLACK).await;
+        });
         tokio::time::sleep(hold).await;
         netns.heal()?;
         log.push(FaultLog { at_ms: clock.millis(), action: "heal".into(), role: role.clone() });

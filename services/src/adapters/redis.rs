@@ -21,8 +21,8 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The one script, each op one atomic step. A key's value: `reserved|<holder>|<reservation>|<product>`
 /// (holds an item; `holder` is the request attempt using it now), `cancelling|<reservation>|<product>`
 /// (locked by a failed produce while the order store cancels it; the item still held),
-/// `released|<reservation>` (its reservations up to this one cancelled), `soldout` (`|` appears
-/// in no product id). A fresh reservation is named by Redis's clock (`TIME`, microseconds), and
+/// `released|<reservation>` (its reservations up to this one cancelled), `soldout`, `ordered`
+/// (its order persisted, restored after Redis lost the key) (`|` appears in no product id). A fresh reservation is named by Redis's clock (`TIME`, microseconds), and
 /// always after the key's released one: every API instance reads the one clock. Per product:
 /// `product:{id}:stock`, `product:{id}:locks` (the unfinished locks, `<reservation>|<key>`),
 /// `product:{id}:after_loss` (set by a re-initialisation after Redis lost the sale, cleared by
@@ -31,8 +31,8 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// `reserve` answers a known key with its state (re-arming a held one under the attempt) or
 /// takes one item if any is left; `lock` locks the key for the attempt that holds it; `finish`
 /// gives the item back (`cancelled` = 1) or keeps it, for a key locked for that reservation;
-/// `forget` releases a stale reservation without giving its item back; `soldout` remembers a
-/// key as sold out unless it holds something; `set` and `reinit` set the stock.
+/// `forget` releases a stale reservation without giving its item back; `soldout` and `ordered`
+/// remember a key unless Redis knows it; `set` and `reinit` set the stock.
 pub const STOCK_SCRIPT: &str = r#"
 local stock_key, idem_key, locks_key, loss_key, floor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local key = string.sub(idem_key, 6)
@@ -62,6 +62,7 @@ if op == 'reserve' then
     return 'cancelling:' .. c_res
   end
   if seen == 'soldout' then return 'repeat:soldout' end
+  if seen == 'ordered' then return 'ordered' end
   local stock = redis.call('GET', stock_key)
   if not stock then return 'nosale' end
   local t = now()
@@ -101,6 +102,9 @@ elseif op == 'forget' then
     return 1
   end
   return 0
+elseif op == 'ordered' then
+  if not seen then redis.call('SET', idem_key, 'ordered', 'EX', ttl) end
+  return 'ok'
 elseif op == 'soldout' then
   if not seen then redis.call('SET', idem_key, 'soldout', 'EX', ttl) end
   return 'ok'
@@ -327,6 +331,13 @@ impl StockCache for RedisStockCache {
         self.script_op::<String>("soldout", product_id, key, 0, 0, false, 0).await.map(|_| ())
     }
 
+    async fn remember_ordered(&self, product_id: &str, keys: &[String]) -> Result<(), CacheError> {
+        for key in keys {
+            self.script_op::<String>("ordered", product_id, key, 0, 0, false, 0).await?;
+        }
+        Ok(())
+    }
+
     async fn forget_stale(&self, product_id: &str, key: &str, reservation: u64) -> Result<bool, CacheError> {
         self.script_op::<i64>("forget", product_id, key, 0, reservation, false, 0).await.map(|n| n == 1)
     }
@@ -373,6 +384,7 @@ impl StockCache for RedisStockCache {
             "soldout" => Ok(Reservation::SoldOut),
             "repeat:soldout" => Ok(Reservation::RepeatSoldOut),
             "otherproduct" => Ok(Reservation::OtherProduct),
+            "ordered" => Ok(Reservation::Ordered),
             "nosale" => Ok(Reservation::NoSale),
             other => Err(CacheError::Unavailable(format!("unexpected answer of the reservation script: {other}"))),
         }

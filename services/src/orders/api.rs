@@ -289,6 +289,7 @@ impl<C: StockCache, P: OrderProducer, S: OrderStore> OrderApi<C, P, S> {
             };
             match reservation {
                 Reservation::Reserved { reservation } | Reservation::Held { reservation } => break reservation,
+                Reservation::Ordered => return accepted(&order.order_id),
                 Reservation::SoldOut | Reservation::RepeatSoldOut => {
                     return Reply::error(409, "sold_out", Some("productId"), "sold out").into();
                 }

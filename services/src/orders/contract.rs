@@ -202,6 +202,12 @@ pub async fn stock_cache_contract<C: StockCache>(cache: &C, prefix: &str) -> Res
     cache.set_stock(&q, 0).await.map_err(e("set"))?;
     let r = cache.reserve(&q, &key(6), 61).await.map_err(e("reserve"))?;
     check(r == Reservation::SoldOut, "an exact set ends the loss")?;
+    // Keys restored from the order store: answered as ordered; a known key is left alone.
+    cache.remember_ordered(&q, &[key(7), key(6)]).await.map_err(e("ordered"))?;
+    let r = cache.reserve(&q, &key(7), 71).await.map_err(e("reserve"))?;
+    check(r == Reservation::Ordered, "a key whose order is persisted is answered so")?;
+    let r = cache.reserve(&q, &key(6), 62).await.map_err(e("reserve"))?;
+    check(r == Reservation::RepeatSoldOut, "remembering an order does not overwrite what Redis knows")?;
     Ok(())
 }
 

@@ -34,6 +34,9 @@ pub enum KeyState {
     /// Given back (or forgotten) after the cancellation of reservations up to this one: a retry
     /// reserves afresh, under a later reservation.
     Released(u64),
+    /// Its order is persisted (restored from PostgreSQL by a quiet reconcile after Redis lost
+    /// the key): a retry is answered "accepted".
+    Ordered,
 }
 
 /// Redis's keyspace for the order system.
@@ -95,6 +98,7 @@ impl CacheState {
             }
             Some(KeyState::Cancelling { reservation, .. }) => return Reservation::Cancelling { reservation },
             Some(KeyState::SoldOut) => return Reservation::RepeatSoldOut,
+            Some(KeyState::Ordered) => return Reservation::Ordered,
             Some(KeyState::Released(last)) => Some(last),
             None => None,
         };
@@ -113,6 +117,11 @@ impl CacheState {
             self.keys.insert(key.to_string(), KeyState::SoldOut);
             Reservation::SoldOut
         }
+    }
+
+    /// The `ordered` op: remembers a key whose order is persisted, unless Redis knows it.
+    pub fn remember_ordered(&mut self, key: &str) {
+        self.keys.entry(key.to_string()).or_insert(KeyState::Ordered);
     }
 
     /// The `soldout` op: remembers a key as sold out, unless it holds something now.
@@ -210,6 +219,14 @@ impl StockCache for MemStockCache {
 
     async fn remember_sold_out(&self, _product_id: &str, key: &str) -> Result<(), CacheError> {
         self.state.lock().expect("not poisoned").remember_sold_out(key);
+        Ok(())
+    }
+
+    async fn remember_ordered(&self, _product_id: &str, keys: &[String]) -> Result<(), CacheError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        for key in keys {
+            state.remember_ordered(key);
+        }
         Ok(())
     }
 

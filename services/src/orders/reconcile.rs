@@ -83,6 +83,11 @@ where
     for row in products {
         if exact {
             report.locks_finished += finish_locks(cache, store, &row.product_id).await?;
+            // Keys Redis lost (a restart) whose orders are persisted: a late retry of one must
+            // be answered "accepted", not "sold out" or with a second reservation.
+            let keys: Vec<String> =
+                store.orders(&row.product_id).await?.into_iter().map(|o| o.idempotency_key).collect();
+            cache.remember_ordered(&row.product_id, &keys).await?;
         }
         let cached = cache.stock(&row.product_id).await?;
         if cached.is_none() && !quiet {

@@ -32,6 +32,8 @@ pub enum Reservation {
     Stale { reservation: u64 },
     /// The key holds a reservation of another product: the key was reused for another request.
     OtherProduct,
+    /// The key's order is persisted (remembered from PostgreSQL after Redis lost the key).
+    Ordered,
     /// An earlier attempt began cancelling this key's reservation and did not finish: finish it
     /// (durable cancellation, then [`StockCache::finish_release`]) before reserving again.
     Cancelling { reservation: u64 },
@@ -114,6 +116,14 @@ pub trait StockCache: Send + Sync + 'static {
         key: &str,
         attempt: u64,
     ) -> impl Future<Output = Result<Reservation, CacheError>> + Send;
+
+    /// Remembers keys whose orders are persisted, those Redis does not know (it lost them): a
+    /// quiet reconcile restores them from PostgreSQL, so a late retry is answered "accepted".
+    fn remember_ordered(
+        &self,
+        product_id: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// Remembers the key as sold out (after the order store cancelled its reservations), unless
     /// it holds something by now.

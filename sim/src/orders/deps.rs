@@ -90,6 +90,7 @@ pub enum RedisReq {
     Reserve(String, String, u64),
     LockRelease(String, String, u64),
     RememberSoldOut(String),
+    RememberOrdered(Vec<String>),
     ForgetStale(String, String, u64),
     FinishRelease {
         product: String,
@@ -150,6 +151,12 @@ pub async fn serve_redis(node: RedisNode) {
                 }
                 RedisReq::RememberSoldOut(k) => {
                     m.remember_sold_out(&k);
+                    RedisResp::Done
+                }
+                RedisReq::RememberOrdered(keys) => {
+                    for k in keys {
+                        m.remember_ordered(&k);
+                    }
                     RedisResp::Done
                 }
                 RedisReq::ForgetStale(p, k, r) => RedisResp::Flag(m.forget_stale(&p, &k, r)),
@@ -273,6 +280,10 @@ impl StockCache for SimStockCache {
 
     async fn remember_sold_out(&self, _product_id: &str, key: &str) -> Result<(), CacheError> {
         self.call(RedisReq::RememberSoldOut(key.into())).await.map(|_| ())
+    }
+
+    async fn remember_ordered(&self, _product_id: &str, keys: &[String]) -> Result<(), CacheError> {
+        self.call(RedisReq::RememberOrdered(keys.to_vec())).await.map(|_| ())
     }
 
     async fn forget_stale(&self, product_id: &str, key: &str, reservation: u64) -> Result<bool, CacheError> {
