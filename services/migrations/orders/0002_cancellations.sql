@@ -3,7 +3,7 @@
 -- or below its key's cancelled one (reservation ids grow with time: a cancellation covers the
 -- key's earlier reservations too, such as one Redis forgot in a restart). Both transactions
 -- lock the product's row first, so an order ends persisted or cancelled, never both.
--- `reservation` is the request attempt's id (below 2^63).
+-- `reservation` names the item taken: Redis's clock in microseconds when it was reserved.
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS reservation BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS order_cancellations (

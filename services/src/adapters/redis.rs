@@ -15,6 +15,8 @@ use crate::ports::orders::{CacheError, Release, ReleaseLock, Reservation, StockC
 
 /// Longest wait for one Redis call.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Keys restored as `ordered` per pipelined round trip (each has its own [`REDIS_TIMEOUT`]).
+pub const ORDERED_PIPELINE_MAX: usize = 500;
 /// How long an idempotency key's answer is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -68,6 +70,8 @@ if op == 'reserve' then
   local t = now()
   if tonumber(stock) > 0 then
     if released and tonumber(released) >= t then t = tonumber(released) + 1 end
+    local floor = redis.call('GET', floor_key)
+    if floor and tonumber(floor) > t then t = tonumber(floor) end
     local id = string.format('%.0f', t)
     redis.call('DECR', stock_key)
     redis.call('SET', idem_key, 'reserved|' .. attempt .. '|' .. id .. '|' .. product, 'EX', ttl)
@@ -91,7 +95,10 @@ elseif op == 'finish' then
   if seen ~= 'cancelling|' .. reservation .. '|' .. product then return 'unknown' end
   if cancelled == '1' then
     redis.call('SET', idem_key, 'released|' .. reservation, 'EX', ttl)
-    if redis.call('EXISTS', stock_key) == 1 then redis.call('INCR', stock_key) end
+    -- A reservation older than the last exact set: that set already counted its item.
+    local floor = redis.call('GET', floor_key)
+    local counted = floor and tonumber(reservation) < tonumber(floor)
+    if redis.call('EXISTS', stock_key) == 1 and not counted then redis.call('INCR', stock_key) end
     return 'released'
   end
   redis.call('SET', idem_key, 'reserved|0|' .. reservation .. '|' .. product, 'EX', ttl)
@@ -111,7 +118,7 @@ elseif op == 'soldout' then
 elseif op == 'set' then
   redis.call('SET', stock_key, quantity)
   redis.call('DEL', loss_key)
-  redis.call('SET', floor_key, string.format('%.0f', now()))
+  redis.call('SET', floor_key, string.format('%.0f', now() + 1))
   return 'ok'
 elseif op == 'reinit' then
   redis.call('SET', stock_key, quantity)
@@ -331,9 +338,25 @@ impl StockCache for RedisStockCache {
         self.script_op::<String>("soldout", product_id, key, 0, 0, false, 0).await.map(|_| ())
     }
 
-    async fn remember_ordered(&self, product_id: &str, keys: &[String]) -> Result<(), CacheError> {
-        for key in keys {
-            self.script_op::<String>("ordered", product_id, key, 0, 0, false, 0).await?;
+    async fn remember_ordered(&self, _product_id: &str, keys: &[String]) -> Result<(), CacheError> {
+        // The script's `ordered` op, as plain `SET NX` (the same write), pipelined: one round
+        // trip per chunk however many orders the sale had.
+        for chunk in keys.chunks(ORDERED_PIPELINE_MAX) {
+            let chunk = chunk.to_vec();
+            self.run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                for key in &chunk {
+                    pipe.cmd("SET")
+                        .arg(format!("idem:{key}"))
+                        .arg("ordered")
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(IDEMPOTENCY_TTL.as_secs())
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await?;
         }
         Ok(())
     }

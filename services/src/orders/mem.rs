@@ -68,7 +68,8 @@ impl CacheState {
     pub fn set_stock(&mut self, product_id: &str, quantity: i64, now: u64) {
         self.stock.insert(product_id.to_string(), quantity);
         self.after_loss.remove(product_id);
-        self.floor.insert(product_id.to_string(), now);
+        // Every reservation made up to now, this microsecond's included, is older than the floor.
+        self.floor.insert(product_id.to_string(), now + 1);
     }
 
     /// The `reinit` op: reconcile's re-initialisation of a sale Redis lost (or lowering a
@@ -105,7 +106,9 @@ impl CacheState {
         let Some(stock) = self.stock.get_mut(product_id) else { return Reservation::NoSale };
         if *stock > 0 {
             *stock -= 1;
-            let reservation = released.map_or(now, |last| now.max(last + 1));
+            // After the key's cancelled reservation, and never older than the last exact set.
+            let floor = self.floor.get(product_id).copied().unwrap_or(0);
+            let reservation = released.map_or(now, |last| now.max(last + 1)).max(floor);
             let state = KeyState::Reserved { holder: attempt, reservation, product: product_id.to_string() };
             self.keys.insert(key.to_string(), state);
             Reservation::Reserved { reservation }
@@ -170,7 +173,9 @@ impl CacheState {
             return Release::Kept;
         }
         self.keys.insert(key.to_string(), KeyState::Released(reservation));
-        if let Some(stock) = self.stock.get_mut(product_id) {
+        // A reservation older than the last exact set: that set already counted its item.
+        let counted = self.floor.get(product_id).is_some_and(|floor| reservation < *floor);
+        if let (Some(stock), false) = (self.stock.get_mut(product_id), counted) {
             *stock += 1;
         }
         Release::Released

@@ -74,8 +74,10 @@ where
     L: Fn() -> F,
     F: Future<Output = Result<u64, ReconcileError>>,
 {
-    let products = store.products().await?;
+    // The lag first: the worker commits an offset only after its order's transaction, so a lag
+    // of 0 means every stock read after it already counts every queued order.
     let in_flight = lag().await?;
+    let products = store.products().await?;
     // Nothing in flight anywhere: the stock can be set exactly.
     let exact = quiet && in_flight == 0;
     let mut report = ReconcileReport { products: products.len(), drifts: Vec::new(), locks_finished: 0 };
