@@ -42,6 +42,41 @@ struct Cli {
     command: Command,
 }
 
+/// How `sweep` and `soak` run their seeds and report them.
+#[cfg(madsim)]
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// CockroachDB nodes in the simulated cluster.
+    #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
+    crdb_nodes: usize,
+    /// Where the histories of failing seeds are written (only failing seeds keep theirs).
+    #[arg(long, default_value = "target/testbed/failures")]
+    out: std::path::PathBuf,
+    /// Print a JSON summary (seeds, failures with repro tokens, coverage marks, rate; for
+    /// `soak` one per scenario, and no table) last.
+    #[arg(long)]
+    json: bool,
+    /// Run only shard I of N: the seeds whose offset from --from is I modulo N (0-based), of
+    /// every scenario for `soak` (not with --for). The shards of one sweep partition its seeds;
+    /// `merge` joins their summaries.
+    #[arg(long, value_parser = testbed::sim::summary::Shard::parse)]
+    shard: Option<testbed::sim::summary::Shard>,
+    /// Also write the JSON summary to this file (for `merge`).
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+}
+
+#[cfg(madsim)]
+impl RunArgs {
+    fn options(self) -> sim::SweepOptions {
+        let RunArgs { jobs, crdb_nodes, out, json, shard, summary } = self;
+        sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario over many seeds; exit 1 if any seed breaks an invariant.
@@ -59,25 +94,8 @@ enum Command {
         /// Planted bug to switch on (see `list`).
         #[arg(long)]
         bug: Option<String>,
-        /// Worker threads (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// CockroachDB nodes in the simulated cluster.
-        #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
-        crdb_nodes: usize,
-        /// Where the histories of failing seeds are written (only failing seeds keep theirs).
-        #[arg(long, default_value = "target/testbed/failures")]
-        out: std::path::PathBuf,
-        /// Print a JSON summary (seeds, failures with repro tokens, coverage marks, rate) last.
-        #[arg(long)]
-        json: bool,
-        /// Run only shard I of N: the seeds whose offset from --from is I modulo N (0-based).
-        /// The shards of one sweep partition its seeds; `merge` joins their summaries.
-        #[arg(long, value_parser = testbed::sim::summary::Shard::parse)]
-        shard: Option<testbed::sim::summary::Shard>,
-        /// Also write the JSON summary to this file (for `merge`).
-        #[arg(long)]
-        summary: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Long sweeps: every scenario (or those named) for a number of seeds each or a time
     /// budget, on all cores; a row per scenario as it ends (seeds, failures, seeds/s), then the
@@ -101,24 +119,8 @@ enum Command {
         /// Planted bug to switch on in every scenario (see `list`).
         #[arg(long)]
         bug: Option<String>,
-        /// Worker threads (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// CockroachDB nodes in the simulated cluster.
-        #[arg(long, default_value_t = 3, value_parser = crdb_nodes)]
-        crdb_nodes: usize,
-        /// Where the histories of failing seeds are written.
-        #[arg(long, default_value = "target/testbed/failures")]
-        out: std::path::PathBuf,
-        /// Print the JSON summary (a sweep summary per scenario) last, and no table.
-        #[arg(long)]
-        json: bool,
-        /// Run only shard I of N of every scenario's seeds (with --seeds, not --for).
-        #[arg(long, value_parser = testbed::sim::summary::Shard::parse)]
-        shard: Option<testbed::sim::summary::Shard>,
-        /// Also write the JSON summary to this file (for `merge`).
-        #[arg(long)]
-        summary: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Replay one seed: print its trace and write its history; the last line is the trace hash.
     #[cfg(madsim)]
@@ -339,14 +341,12 @@ fn main() -> ExitCode {
             u8::try_from(code).unwrap_or(EXIT_USAGE)
         }
         #[cfg(madsim)]
-        Command::Sweep { scenario, seeds, from, bug, jobs, crdb_nodes, out, json, shard, summary } => {
-            let options = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
-            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &options)
+        Command::Sweep { scenario, seeds, from, bug, run } => {
+            sim::sweep_cmd(&scenario, seeds, from, bug.as_deref(), &run.options())
         }
         #[cfg(madsim)]
-        Command::Soak { scenarios, seeds, budget, from, bug, jobs, crdb_nodes, out, json, shard, summary } => {
-            let sweep = sim::SweepOptions { jobs, crdb: crdb_nodes, out, json, shard, summary };
-            sim::soak_cmd(&sim::SoakOptions { scenarios, seeds, budget, from, bug, sweep })
+        Command::Soak { scenarios, seeds, budget, from, bug, run } => {
+            sim::soak_cmd(&sim::SoakOptions { scenarios, seeds, budget, from, bug, sweep: run.options() })
         }
         #[cfg(madsim)]
         Command::Repro { token, scenario, seed, bug, history, crdb_nodes, clients, ops, faults } => match token {
