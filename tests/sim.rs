@@ -58,6 +58,15 @@ fn sweep_clean(scenario: Scenario) {
         for mark in scenario.required_marks() {
             assert!(marks.contains_key(*mark), "{}: no seed went through {mark}; reached {marks:?}", scenario.name());
         }
+        // Sometimes-assertions (ADR 10): outcomes the clients must have seen at least once.
+        let seen = run::sum_outcomes(&outcomes);
+        for outcome in scenario.required_outcomes() {
+            assert!(
+                seen.contains_key(*outcome),
+                "{}: no seed reached the outcome {outcome}; reached {seen:?}",
+                scenario.name()
+            );
+        }
     }
 }
 
@@ -203,6 +212,17 @@ fn every_coverage_mark_is_required_somewhere() {
         assert!(
             Scenario::all().iter().any(|s| s.required_marks().contains(&mark)),
             "no scenario requires the coverage mark {mark}"
+        );
+    }
+}
+
+/// Goal: every outcome of `verdict::OUTCOMES` is required by some scenario's default sweep.
+#[test]
+fn every_outcome_is_required_somewhere() {
+    for (outcome, _) in sim::verdict::OUTCOMES {
+        assert!(
+            Scenario::all().iter().any(|s| s.required_outcomes().contains(&outcome)),
+            "no scenario requires the outcome {outcome}"
         );
     }
 }

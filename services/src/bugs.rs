@@ -40,10 +40,17 @@ pub enum Bug {
     /// A two-stream append (a transfer) expects the first stream's next version on both
     /// streams: it conflicts with nobody, every attempt, and the transfer answers 409.
     ConflictStorm,
+    /// The query API's read model stores an event's balance under the version before it: every
+    /// read reports a balance that is not the account's state at the version it names.
+    ReadModelWrongVersion,
+    /// The simulator's own CockroachDB (not service code): a gateway serves writes under its
+    /// read lease, without a quorum round, so a gateway cut off into the minority still commits
+    /// for the lease's length. Found by `crdb-self-check`.
+    CommitWithoutQuorum,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 15] = [
         Bug::NoOptimisticLock,
         Bug::RetryWithoutKey,
         Bug::PublishWithoutOutbox,
@@ -57,6 +64,8 @@ impl Bug {
         Bug::NoReinitAfterRedisRestart,
         Bug::MisclassifiedRefusal,
         Bug::ConflictStorm,
+        Bug::ReadModelWrongVersion,
+        Bug::CommitWithoutQuorum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +83,8 @@ impl Bug {
             Bug::NoReinitAfterRedisRestart => "no-reinit-after-redis-restart",
             Bug::MisclassifiedRefusal => "misclassified-refusal",
             Bug::ConflictStorm => "conflict-storm",
+            Bug::ReadModelWrongVersion => "read-model-wrong-version",
+            Bug::CommitWithoutQuorum => "commit-without-quorum",
         }
     }
 }

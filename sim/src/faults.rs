@@ -1,7 +1,10 @@
 //! Faults: crashes and restarts, partitions (one node isolated, two sides, one way), latency
-//! and loss, and buggify. Swarm testing: each seed draws which kinds are on and how often
-//! (`FaultPlan::draw`); the injector then draws each fault from the same seeded generator.
-//! `heal` undoes everything, so every run ends with a heal-and-quiesce phase.
+//! and loss, and buggify. The swarm (`FaultPlan::draw`) turns every kind on at once, each seed
+//! drawing how often each comes, how long faults last and how often they overlap, so faults
+//! that need each other (a broker failing while a reply is lost) meet; the injector then draws
+//! each fault from the same seeded generator. Overlapping faults compose: a link cut by two
+//! partitions heals when both have ended, the network stays slow or lossy while any latency or
+//! loss fault is on. `heal` undoes everything, so every run ends with a heal-and-quiesce phase.
 //!
 //! Every fault is written to the trace and kept as a `FaultRecord` (for timelines).
 
@@ -45,6 +48,8 @@ impl FaultKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultPlan {
     pub kinds: Vec<FaultKind>,
+    /// Relative weight of each kind of `kinds` (same order): how often the injector picks it.
+    pub weights: Vec<u32>,
     /// Mean pause between two faults.
     pub mean_gap: Duration,
     /// Longest a fault lasts before it is undone.
@@ -64,6 +69,7 @@ impl FaultPlan {
     pub fn none() -> FaultPlan {
         FaultPlan {
             kinds: Vec::new(),
+            weights: Vec::new(),
             mean_gap: Duration::from_secs(3600),
             duration_max: Duration::ZERO,
             latency: Duration::from_millis(1)..Duration::from_millis(10),
@@ -73,16 +79,16 @@ impl FaultPlan {
         }
     }
 
-    /// Swarm testing: every kind is on with probability one half (at least one is), with rates
-    /// of their own.
+    /// Every kind at once (ADR 10: faults that need each other must meet), with a weight each
+    /// drawn from 1 to [`FAULT_WEIGHT_MAX`] (so one seed is mostly crashes, another mostly
+    /// partitions, none lacks a kind), and gaps, durations, latency and loss of its own.
     pub fn draw(rng: &mut ChaCha8Rng, crashable: Vec<String>) -> FaultPlan {
-        let mut kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| rng.gen_bool(0.5)).collect();
-        if kinds.is_empty() {
-            kinds.push(FaultKind::ALL[rng.gen_range(0..FaultKind::ALL.len())]);
-        }
+        let kinds = FaultKind::ALL.to_vec();
+        let weights = kinds.iter().map(|_| rng.gen_range(1..=FAULT_WEIGHT_MAX)).collect();
         let latency_max = [50u64, 100, 500, 1500][rng.gen_range(0..4)];
         FaultPlan {
             kinds,
+            weights,
             mean_gap: Duration::from_millis(rng.gen_range(500..4000)),
             duration_max: Duration::from_millis(rng.gen_range(1000..8000)),
             latency: Duration::from_millis(1)..Duration::from_millis(latency_max),
@@ -90,6 +96,48 @@ impl FaultPlan {
             buggify: rng.gen_bool(0.5),
             crashable,
         }
+    }
+}
+
+/// Largest weight of one fault kind in a plan (the smallest is 1).
+pub const FAULT_WEIGHT_MAX: u32 = 4;
+
+impl FaultPlan {
+    /// Draws a kind by the plan's weights (uniformly when it has none).
+    fn pick(&self, rng: &mut ChaCha8Rng) -> FaultKind {
+        let total: u32 = self.weights.iter().sum();
+        if self.weights.len() != self.kinds.len() || total == 0 {
+            return self.kinds[rng.gen_range(0..self.kinds.len())];
+        }
+        let mut roll = rng.gen_range(0..total);
+        for (kind, weight) in self.kinds.iter().zip(&self.weights) {
+            if roll < *weight {
+                return *kind;
+            }
+            roll -= weight;
+        }
+        self.kinds[self.kinds.len() - 1]
+    }
+
+    /// One line per fault kind with its weight, and the rates: what `repro` prints.
+    pub fn describe(&self) -> String {
+        let kinds: Vec<String> = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k:?}x{}", self.weights.get(i).copied().unwrap_or(1)))
+            .collect();
+        format!(
+            "kinds {} | mean gap {:?} | faults last up to {:?} | latency {:?}..{:?} | loss {}% | buggify {} | crashable {}",
+            kinds.join(" "),
+            self.mean_gap,
+            self.duration_max,
+            self.latency.start,
+            self.latency.end,
+            self.loss_percent,
+            self.buggify,
+            self.crashable.join(",")
+        )
     }
 }
 
@@ -120,11 +168,27 @@ pub struct Injector {
     targets: Targets,
     down: Arc<Mutex<BTreeSet<String>>>,
     records: Arc<Mutex<Vec<FaultRecord>>>,
+    /// How many open faults cut each directed link: it heals when the last one ends.
+    cuts: Arc<Mutex<std::collections::BTreeMap<(NodeId, NodeId), u32>>>,
+    /// Latency and loss faults open now, and their settings: the network is slow while any
+    /// latency fault is on, lossy while any loss fault is.
+    slow: Arc<Mutex<NetworkFaults>>,
 }
+
+#[derive(Debug, Default)]
+struct NetworkFaults {
+    latency_on: u32,
+    loss_on: u32,
+    latency: Option<Range<Duration>>,
+    loss_percent: u32,
+}
+
+/// The network's latency when no latency fault is on.
+pub const BASE_LATENCY: Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
 
 impl Injector {
     pub fn new(targets: Targets) -> Injector {
-        Injector { targets, down: Arc::default(), records: Arc::default() }
+        Injector { targets, down: Arc::default(), records: Arc::default(), cuts: Arc::default(), slow: Arc::default() }
     }
 
     pub fn records(&self) -> Vec<FaultRecord> {
@@ -187,11 +251,10 @@ impl Injector {
 
     /// Cuts the links between two groups of nodes, both ways.
     pub fn split(&self, side_a: &[String], side_b: &[String]) -> usize {
-        let net = NetSim::current();
         for a in side_a {
             for b in side_b {
-                net.clog_link(self.targets.id(a), self.targets.id(b));
-                net.clog_link(self.targets.id(b), self.targets.id(a));
+                self.cut(self.targets.id(a), self.targets.id(b));
+                self.cut(self.targets.id(b), self.targets.id(a));
             }
         }
         let kind = if side_a.len() == 1 { FaultKind::Isolate } else { FaultKind::Split };
@@ -203,12 +266,75 @@ impl Injector {
 
     /// Cuts the link from `src` to `dst` only.
     pub fn one_way(&self, src: &str, dst: &str) -> usize {
-        NetSim::current().clog_link(self.targets.id(src), self.targets.id(dst));
+        self.cut(self.targets.id(src), self.targets.id(dst));
         self.open(FaultKind::OneWay, vec![src.to_string(), dst.to_string()])
+    }
+
+    /// Ends a one-way cut.
+    pub fn end_one_way(&self, src: &str, dst: &str, index: usize) {
+        self.uncut(self.targets.id(src), self.targets.id(dst));
+        self.close(index);
+    }
+
+    /// One more open fault cuts the link from `a` to `b`.
+    fn cut(&self, a: NodeId, b: NodeId) {
+        let mut cuts = self.cuts.lock().expect("not poisoned");
+        let n = cuts.entry((a, b)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            NetSim::current().clog_link(a, b);
+        }
+    }
+
+    /// One fault fewer cuts the link from `a` to `b`; it heals when none does.
+    fn uncut(&self, a: NodeId, b: NodeId) {
+        let mut cuts = self.cuts.lock().expect("not poisoned");
+        if let Some(n) = cuts.get_mut(&(a, b)) {
+            *n -= 1;
+            if *n == 0 {
+                cuts.remove(&(a, b));
+                NetSim::current().unclog_link(a, b);
+            }
+        }
+    }
+
+    /// A latency (or loss) fault begins: the network is slow (lossy) until the last one ends.
+    fn slow_down(&self, latency: Option<Range<Duration>>, loss_percent: u32) {
+        let mut slow = self.slow.lock().expect("not poisoned");
+        if let Some(latency) = latency {
+            slow.latency_on += 1;
+            slow.latency = Some(latency);
+        } else {
+            slow.loss_on += 1;
+            slow.loss_percent = loss_percent;
+        }
+        self.apply_network(&slow);
+    }
+
+    /// A latency (`latency`) or loss fault ends.
+    fn speed_up(&self, latency: bool) {
+        let mut slow = self.slow.lock().expect("not poisoned");
+        if latency {
+            slow.latency_on = slow.latency_on.saturating_sub(1);
+        } else {
+            slow.loss_on = slow.loss_on.saturating_sub(1);
+        }
+        self.apply_network(&slow);
+    }
+
+    fn apply_network(&self, slow: &NetworkFaults) {
+        let latency = match (&slow.latency, slow.latency_on) {
+            (Some(latency), 1..) => latency.clone(),
+            _ => BASE_LATENCY,
+        };
+        let loss = if slow.loss_on > 0 { slow.loss_percent } else { 0 };
+        self.network(latency, loss);
     }
 
     /// Heals every link.
     fn unclog_all(&self) {
+        self.cuts.lock().expect("not poisoned").clear();
+        *self.slow.lock().expect("not poisoned") = NetworkFaults::default();
         let net = NetSim::current();
         for (_, a) in &self.targets.nodes {
             for (_, b) in &self.targets.nodes {
@@ -234,7 +360,7 @@ impl Injector {
             self.restart(&name);
         }
         self.unclog_all();
-        self.network(Duration::from_millis(1)..Duration::from_millis(10), 0);
+        self.network(BASE_LATENCY, 0);
         services::bugs::set_buggify(false);
         let open: Vec<usize> = {
             let records = self.records.lock().expect("not poisoned");
@@ -267,7 +393,7 @@ impl Injector {
             if madsim::time::Instant::now() >= deadline {
                 return;
             }
-            let kind = plan.kinds[rng.gen_range(0..plan.kinds.len())];
+            let kind = plan.pick(rng);
             let lasts = Duration::from_millis(rng.gen_range(100..=plan.duration_max.as_millis().max(101) as u64));
             let this = self.clone();
             match kind {
@@ -306,21 +432,16 @@ impl Injector {
                     let index = self.one_way(&src, &dst);
                     madsim::task::spawn(async move {
                         madsim::time::sleep(lasts).await;
-                        NetSim::current().unclog_link(this.targets.id(&src), this.targets.id(&dst));
-                        this.close(index);
+                        this.end_one_way(&src, &dst, index);
                     });
                 }
                 FaultKind::Latency | FaultKind::Loss => {
-                    let (latency, loss) = if kind == FaultKind::Latency {
-                        (plan.latency.clone(), 0)
-                    } else {
-                        (Duration::from_millis(1)..Duration::from_millis(10), plan.loss_percent)
-                    };
-                    self.network(latency, loss);
+                    let latency = kind == FaultKind::Latency;
+                    self.slow_down(latency.then(|| plan.latency.clone()), plan.loss_percent);
                     let index = self.open(kind, vec!["network".into()]);
                     madsim::task::spawn(async move {
                         madsim::time::sleep(lasts).await;
-                        this.network(Duration::from_millis(1)..Duration::from_millis(10), 0);
+                        this.speed_up(latency);
                         this.close(index);
                     });
                 }
@@ -330,11 +451,10 @@ impl Injector {
 
     /// Heals the links of one split.
     pub fn unsplit(&self, side_a: &[String], side_b: &[String], index: usize) {
-        let net = NetSim::current();
         for a in side_a {
             for b in side_b {
-                net.unclog_link(self.targets.id(a), self.targets.id(b));
-                net.unclog_link(self.targets.id(b), self.targets.id(a));
+                self.uncut(self.targets.id(a), self.targets.id(b));
+                self.uncut(self.targets.id(b), self.targets.id(a));
             }
         }
         self.close(index);

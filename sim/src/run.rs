@@ -72,6 +72,8 @@ pub struct RunOutcome {
     pub size: crate::limits::Size,
     /// Coverage marks the run went through, with counts.
     pub marks: std::collections::BTreeMap<String, u64>,
+    /// Outcomes the run's clients saw (`verdict::OUTCOMES`), with counts.
+    pub outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunOutcome {
@@ -109,6 +111,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     runtime.set_time_limit(SIM_TIME_LIMIT);
     services::bugs::set_active(request.bug);
     services::bugs::coverage::take();
+    crate::verdict::take_outcomes();
     crate::limits::set(request.limits);
     let scenario = request.scenario;
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -135,6 +138,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
     services::bugs::set_buggify(false);
     let (trace_hash, trace_lines, trace) = trace::finish();
     let marks = services::bugs::coverage::take();
+    let outcomes = crate::verdict::take_outcomes();
     let size = crate::limits::size();
     crate::limits::set(crate::limits::Limits::default());
     let mut outcome = RunOutcome {
@@ -155,6 +159,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
         limits: request.limits,
         size,
         marks,
+        outcomes,
     };
     match result {
         Ok(((history, ops, faults, violations, events), nanos, gauges)) => {
@@ -222,6 +227,17 @@ pub fn sum_marks(outcomes: &[RunOutcome]) -> std::collections::BTreeMap<String, 
     for outcome in outcomes {
         for (mark, n) in &outcome.marks {
             *total.entry(mark.clone()).or_default() += n;
+        }
+    }
+    total
+}
+
+/// Outcomes summed over outcomes of runs.
+pub fn sum_outcomes(outcomes: &[RunOutcome]) -> std::collections::BTreeMap<String, u64> {
+    let mut total = std::collections::BTreeMap::new();
+    for outcome in outcomes {
+        for (name, n) in &outcome.outcomes {
+            *total.entry(name.clone()).or_default() += n;
         }
     }
     total

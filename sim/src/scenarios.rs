@@ -83,6 +83,39 @@ impl Scenario {
         }
     }
 
+    /// Outcomes (`verdict::OUTCOMES`) a default-size sweep of this scenario must see at least
+    /// once: the sometimes-assertions of ADR 10. `ledger-chaos` must show both ends of an
+    /// ambiguous write, `flash-sale` an order accepted on a retry after a compensated produce.
+    pub fn required_outcomes(self) -> &'static [&'static str] {
+        use LedgerScenario as L;
+        use OrdersScenario as O;
+        match self {
+            Scenario::Ledger(L::Chaos) => &[
+                "transfer-ok",
+                "withdraw-refused-for-funds",
+                "ambiguous-write-applied",
+                "ambiguous-write-not-applied",
+                "read-your-write",
+                "read-model-behind",
+            ],
+            Scenario::Ledger(L::ConcurrentWithdrawals | L::DoubleSpend) => &["withdraw-refused-for-funds"],
+            Scenario::Ledger(L::ApiKilledMidRequest) => &["transfer-ok", "read-your-write"],
+            Scenario::Ledger(L::ProcessorCrash | L::NatsDown) => &["read-model-behind"],
+            Scenario::Orders(O::FlashSale) => &[
+                "order-accepted",
+                "order-sold-out",
+                "order-refused-nothing-reserved",
+                "order-accepted-after-refusal",
+                "ambiguous-order-persisted",
+                "ambiguous-order-not-persisted",
+                "late-retry-settled",
+            ],
+            Scenario::Orders(O::KafkaDown) => &["order-accepted", "order-refused-nothing-reserved"],
+            Scenario::Orders(_) => &["order-accepted"],
+            _ => &[],
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Scenario> {
         Self::all().into_iter().find(|s| s.name() == name)
     }

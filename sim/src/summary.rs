@@ -88,6 +88,9 @@ pub struct SweepSummary {
     pub failures: Vec<Failure>,
     /// Coverage marks summed over the seeds.
     pub coverage: BTreeMap<String, u64>,
+    /// Outcomes the clients saw (`verdict::OUTCOMES`), summed over the seeds.
+    #[serde(default)]
+    pub outcomes: BTreeMap<String, u64>,
     /// The wrapping sum of every run's trace hash, in hex: equal for two sweeps that ran the
     /// same seeds to the same traces, however they were sharded.
     pub trace_digest: String,
@@ -139,6 +142,7 @@ impl SweepSummary {
             "seeds": self.seeds,
             "failures": self.failures,
             "coverage": self.coverage,
+            "outcomes": self.outcomes,
             "trace_digest": self.trace_digest,
             "simulated_ms": self.simulated_ms,
             "commit": self.commit,
@@ -164,6 +168,9 @@ impl SweepSummary {
         self.failures.extend(next.failures);
         for (mark, n) in next.coverage {
             *self.coverage.entry(mark).or_default() += n;
+        }
+        for (name, n) in next.outcomes {
+            *self.outcomes.entry(name).or_default() += n;
         }
         self.simulated_ms += next.simulated_ms;
         self.simulated_seconds = self.simulated_ms as f64 / 1000.0;
@@ -223,6 +230,7 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
         seeds: 0,
         failures: Vec::new(),
         coverage: BTreeMap::new(),
+        outcomes: BTreeMap::new(),
         trace_digest: String::new(),
         simulated_ms: 0,
         simulated_seconds: 0.0,
@@ -275,6 +283,9 @@ pub fn merge(summaries: &[(String, SweepSummary)]) -> Result<SweepSummary, Merge
         for (mark, n) in &s.coverage {
             *merged.coverage.entry(mark.clone()).or_default() += n;
         }
+        for (name, n) in &s.outcomes {
+            *merged.outcomes.entry(name.clone()).or_default() += n;
+        }
         merged.simulated_ms += s.simulated_ms;
         merged.seconds = merged.seconds.max(s.seconds);
         merged.shard_seconds += s.shard_seconds;
@@ -315,6 +326,7 @@ mod tests {
                 *m.entry(k).or_default() += v;
                 m
             }),
+            outcomes: BTreeMap::new(),
             trace_digest: digest(seeds.iter().map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
             simulated_ms: seeds.len() as u64 * 100,
             simulated_seconds: seeds.len() as f64 * 0.1,

@@ -248,6 +248,11 @@ enum Command {
         /// Metrics series as JSON, drawn under the lanes (`repro` writes them beside the history).
         #[arg(long)]
         metrics: Option<std::path::PathBuf>,
+        /// Violations as JSON: a `report.json` of `testbed real`, or a list of `{invariant,
+        /// message}`. The operations their messages name (an order's key, a calm operation's
+        /// time) are outlined too.
+        #[arg(long)]
+        violations: Option<std::path::PathBuf>,
         /// Where to write the page.
         #[arg(long, short, default_value = "timeline.html")]
         out: std::path::PathBuf,
@@ -331,8 +336,13 @@ fn main() -> ExitCode {
         Command::List => list(),
         Command::Merge { summaries, json, out } => merge_cmd(&summaries, json, out.as_deref()),
         Command::Bench { what, seconds, seeds, write, out } => bench_cmd(&what, seconds, seeds, write.as_deref(), &out),
-        Command::Timeline { history, faults, metrics, out } => {
-            timeline(&history, faults.as_deref(), metrics.as_deref(), &out)
+        Command::Timeline { history, faults, metrics, violations, out } => {
+            match read_json_file::<serde_json::Value>(violations.as_deref(), "violations") {
+                Ok(report) => {
+                    timeline(&history, faults.as_deref(), metrics.as_deref(), &violation_messages(&report), &out)
+                }
+                Err(code) => code,
+            }
         }
         Command::Check { model, format, budget, files } => {
             let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
@@ -426,11 +436,12 @@ fn real_cmd(
         }
     };
     let bands = testbed::real::fault_bands(&report.faults);
+    let messages: Vec<String> = report.violations.iter().map(|v| v.message.clone()).collect();
     let page = testbed::sim::timeline::render(
         &format!("real {} seed {seed}", scenario.name()),
         &report.history,
         &bands,
-        &testbed::sim::timeline::witness_ops(&report.history),
+        &testbed::sim::timeline::outlined_ops(&report.history, &messages),
     );
     let _ = std::fs::write(out.join("timeline.html"), page);
     println!(
@@ -673,10 +684,13 @@ fn testbed_provenance(command: &str) -> String {
     )
 }
 
+/// Draws the timeline of a history file. `violations` are the messages of the run's violations:
+/// the operations they name are outlined with those of a linearizability witness.
 fn timeline(
     history: &std::path::Path,
     faults: Option<&std::path::Path>,
     metrics: Option<&std::path::Path>,
+    violations: &[String],
     out: &std::path::Path,
 ) -> u8 {
     let events = match checker::read::read_history(history, checker::read::Format::Jsonl) {
@@ -695,7 +709,7 @@ fn timeline(
         Ok(series) => series,
         Err(code) => return code,
     };
-    let highlight = testbed::sim::timeline::witness_ops(&events);
+    let highlight = testbed::sim::timeline::outlined_ops(&events, violations);
     let page = testbed::sim::timeline::render_with_metrics(
         &history.display().to_string(),
         &events,
@@ -721,6 +735,14 @@ fn timeline(
     }
 }
 
+/// The messages of the violations in JSON: a report's `violations` (`testbed real`'s
+/// `report.json`) or a list of violations, each a `{invariant, message}` or a bare message.
+fn violation_messages(report: &serde_json::Value) -> Vec<String> {
+    let list = report.get("violations").unwrap_or(report);
+    let Some(list) = list.as_array() else { return Vec::new() };
+    list.iter().filter_map(|v| v.get("message").unwrap_or(v).as_str().map(str::to_string)).collect()
+}
+
 /// The JSON of an optional file (default when absent); a usage error names the file when it
 /// cannot be read or parsed.
 fn read_json_file<T: serde::de::DeserializeOwned + Default>(
@@ -741,6 +763,17 @@ fn read_json_file<T: serde::de::DeserializeOwned + Default>(
 fn coverage_line(marks: &std::collections::BTreeMap<String, u64>) -> String {
     let reached: Vec<String> = marks.iter().map(|(m, n)| format!("{m}={n}")).collect();
     format!("coverage: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") })
+}
+
+/// `outcomes: name=n ...`, then the scenario's required outcomes no seed reached.
+fn outcomes_line(outcomes: &std::collections::BTreeMap<String, u64>, required: &[&str]) -> String {
+    let reached: Vec<String> = outcomes.iter().map(|(m, n)| format!("{m}={n}")).collect();
+    let missing: Vec<&str> = required.iter().copied().filter(|r| !outcomes.contains_key(*r)).collect();
+    let mut line = format!("outcomes: {}", if reached.is_empty() { "none".to_string() } else { reached.join(" ") });
+    if !missing.is_empty() {
+        line.push_str(&format!(" (required, never reached: {})", missing.join(" ")));
+    }
+    line
 }
 
 /// A fault record (as `repro` writes them) as a band.
@@ -856,6 +889,9 @@ fn print_merged(merged: &testbed::sim::summary::SweepSummary) -> u8 {
         println!("  token: {}", failure.token);
     }
     println!("{}", coverage_line(&merged.coverage));
+    if let Some(scenario) = testbed::sim::scenarios::Scenario::from_name(&merged.scenario) {
+        println!("{}", outcomes_line(&merged.outcomes, scenario.required_outcomes()));
+    }
     println!(
         "{:.1} seeds/s over the shards side by side ({:.1} s for the longest shard, {:.1} s in all); trace digest {}",
         merged.seeds_per_second, merged.seconds, merged.shard_seconds, merged.trace_digest
@@ -932,6 +968,20 @@ mod sim {
             }
         };
         Ok((found, bug))
+    }
+
+    /// The seed's fault plan (the swarm's draw, from the trace) and every fault as it happened.
+    fn print_fault_plan(outcome: &RunOutcome) {
+        let plan = outcome
+            .trace
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some("faults"))
+            .find_map(|l| l.split_once(" plan ").map(|(_, p)| p.to_string()));
+        println!("fault plan: {}", plan.as_deref().unwrap_or("scripted (no swarm)"));
+        for fault in &outcome.faults {
+            let end = fault.end.map_or_else(|| "heal".to_string(), |e| format!("{:.3}s", e as f64 / 1e9));
+            println!("  fault {:?} {} {:.3}s..{end}", fault.kind, fault.targets.join(" "), fault.start as f64 / 1e9);
+        }
     }
 
     fn print_failure(outcome: &RunOutcome) {
@@ -1043,6 +1093,7 @@ mod sim {
                 })
                 .collect(),
             coverage: run::sum_marks(&outcomes),
+            outcomes: run::sum_outcomes(&outcomes),
             trace_digest: summary::digest(outcomes.iter().map(|o| o.trace_hash)),
             simulated_ms: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>(),
             simulated_seconds: outcomes.iter().map(|o| o.simulated_ms).sum::<u64>() as f64 / 1000.0,
@@ -1110,6 +1161,7 @@ mod sim {
         }
         if !options.json {
             println!("{}", super::coverage_line(&summary.coverage));
+            println!("{}", super::outcomes_line(&summary.outcomes, scenario.required_outcomes()));
             println!("{} seeds in {:.1}s ({:.1} seeds/s)", summary.seeds, summary.seconds, summary.seeds_per_second);
         }
         println!("{} seeds, {} failures", summary.seeds, summary.failures.len());
@@ -1380,6 +1432,7 @@ mod sim {
             return EXIT_USAGE;
         }
         println!("history: {} ({} events)", history.display(), outcome.history.len());
+        print_fault_plan(&outcome);
         let faults = history.with_extension("faults.json");
         let page = history.with_file_name("timeline.html");
         let metrics = history.with_extension("metrics.json");
@@ -1390,7 +1443,8 @@ mod sim {
         if written.is_ok() {
             println!("metrics: {} ({})", metrics.display(), summarize(&outcome.metrics));
         }
-        if written.is_ok() && super::timeline(history, Some(&faults), Some(&metrics), &page) != EXIT_OK {
+        let messages: Vec<String> = outcome.violations.iter().map(|v| v.message.clone()).collect();
+        if written.is_ok() && super::timeline(history, Some(&faults), Some(&metrics), &messages, &page) != EXIT_OK {
             eprintln!("warning: no timeline written");
         }
         if outcome.passed() {

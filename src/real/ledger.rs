@@ -357,6 +357,7 @@ async fn drive(options: &RealOptions, d: &Deployment, started: Instant) -> Resul
     violations.extend(invariants::one_effect_per_key(&ops, &events));
     violations.extend(invariants::convergence(&events, &views));
     violations.extend(invariants::linearizable(&history));
+    violations.extend(invariants::read_model_reads(&history, &events));
     store.pool().close().await;
     read.pool().close().await;
     let mut report = RealReport::new(options, &ops, history, started);

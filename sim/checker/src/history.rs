@@ -61,6 +61,10 @@ pub struct HistoryEvent {
     pub balance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A read of a versioned state: on the completion, the version the answer reported; on the
+    /// invoke, the least version the read asked for (`min_position`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub time: u64,
 }
 
@@ -76,6 +80,7 @@ impl HistoryEvent {
             to: None,
             balance: None,
             error: None,
+            version: None,
             time,
         }
     }

@@ -118,19 +118,39 @@ pub struct CrdbFaultRates {
     pub ambiguous_commit: f64,
 }
 
-/// The cluster's shared state: the replicated data (its "disks") and the lock table.
+/// One committed event, as the simulator saw it commit: which gateway ran the append, and
+/// when. Lets the invariants ask who committed on a stream during an operation, and the
+/// self-check whether a gateway committed while it was in the minority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub stream: String,
+    pub version: u64,
+    /// The 0-based index of the node that ran the append.
+    pub gateway: usize,
+    /// Nanoseconds since the run began.
+    pub at: u64,
+}
+
+/// The cluster's shared state: the replicated data (its "disks"), the lock table and the log
+/// of commits.
 #[derive(Clone)]
 pub struct CrdbCluster {
     pub store: MemEventStore,
     pub nodes: usize,
     pub rates: CrdbFaultRates,
     in_flight: Arc<Mutex<BTreeMap<String, u32>>>,
+    commits: Arc<Mutex<Vec<CommitRecord>>>,
 }
 
 impl CrdbCluster {
     pub fn new(nodes: usize, rates: CrdbFaultRates) -> Self {
         assert!(nodes == 3 || nodes == 5, "3 or 5 nodes");
-        CrdbCluster { store: MemEventStore::new(), nodes, rates, in_flight: Arc::default() }
+        CrdbCluster { store: MemEventStore::new(), nodes, rates, in_flight: Arc::default(), commits: Arc::default() }
+    }
+
+    /// Every commit so far, in commit order.
+    pub fn commits(&self) -> Vec<CommitRecord> {
+        self.commits.lock().expect("not poisoned").clone()
     }
 
     fn majority(&self) -> usize {
@@ -235,7 +255,9 @@ impl Gateway<'_> {
     /// that reaches a majority renews the lease.
     async fn quorum(&self, cluster: &CrdbCluster, write: bool) -> bool {
         let now = madsim::time::Instant::now();
-        if !write && self.lease.lock().expect("not poisoned").is_some_and(|until| now < until) {
+        // Planted bug (the simulator's own): writes served under the read lease too.
+        let under_lease = !write || services::bugs::active(services::bugs::Bug::CommitWithoutQuorum);
+        if under_lease && self.lease.lock().expect("not poisoned").is_some_and(|until| now < until) {
             return true;
         }
         let reached = quorum(self.index, self.ep, cluster).await;
@@ -259,7 +281,12 @@ async fn execute(gateway: &Gateway<'_>, cluster: &CrdbCluster, req: CrdbReq) -> 
                 "restart transaction: TransactionRetryWithProtoRefreshError (40001)".into(),
             ));
         }
+        let committed: Vec<(String, u64)> = batch.events.iter().map(|e| (e.stream_id.clone(), e.version)).collect();
         let positions = store.append(batch).await?;
+        let at = trace::now_nanos();
+        cluster.commits.lock().expect("not poisoned").extend(
+            committed.into_iter().map(|(stream, version)| CommitRecord { stream, version, gateway: gateway.index, at }),
+        );
         trace::gauge("events", store.event_count() as i64);
         trace::gauge("outbox_backlog", store.backlog().await.unwrap_or(0) as i64);
         if madsim::rand::thread_rng().gen_bool(cluster.rates.ambiguous_commit) {

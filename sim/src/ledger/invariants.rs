@@ -251,3 +251,185 @@ pub fn linearizable(history: &[HistoryEvent]) -> Vec<Violation> {
         Err(e) => vec![Violation::new("linearizability", format!("history cannot be checked: {e}"))],
     }
 }
+
+/// Read-model reads are real past states: every balance the query API returns is the fold of
+/// the account's events up to the version it reports (not a mix of two versions, not a version
+/// the account never had); one process's reads of one account never go back in version (a
+/// Jepsen process is one client session: a client takes a new process after an `info`); and a
+/// read that asked for `min_position = N` never reports a version below N. Catches a projection
+/// or a query that pairs a balance with the wrong version, a reader switching to a replica that
+/// is further behind, and a `min_position` that is not waited for. What slips past: a stale
+/// read that is a real past state (allowed: the read model is eventually consistent).
+/// Linear in the history and the events.
+pub fn read_model_reads(history: &[HistoryEvent], events: &[RecordedEvent]) -> Vec<Violation> {
+    let mut balances: BTreeMap<&str, Vec<Option<Decimal>>> = BTreeMap::new();
+    for (stream, list) in streams(events) {
+        let mut account = Account::new(stream);
+        let mut after = Vec::with_capacity(list.len());
+        for event in list {
+            match LedgerEvent::decode(&event.encoded) {
+                Ok(decoded) => {
+                    account.apply(&decoded);
+                    after.push(account.balance());
+                }
+                Err(_) => after.push(None),
+            }
+        }
+        balances.insert(stream, after);
+    }
+    let mut out = Vec::new();
+    let mut open: BTreeMap<u64, &HistoryEvent> = BTreeMap::new();
+    let mut last_seen: BTreeMap<(u64, &str), u64> = BTreeMap::new();
+    for e in history {
+        if e.f != "read_model" {
+            continue;
+        }
+        if e.kind == EventKind::Invoke {
+            open.insert(e.process, e);
+            continue;
+        }
+        let invoke = open.remove(&e.process);
+        if e.kind != EventKind::Ok {
+            continue;
+        }
+        let account = e.key.as_deref().unwrap_or("?");
+        let at = format!("p{} read_model {account} at {:.3}s", e.process, e.time as f64 / 1e9);
+        let Some(version) = e.version else {
+            out.push(Violation::new("read-model-past-state", format!("{at} reported no version")));
+            continue;
+        };
+        let read = decimal(e.value.as_ref());
+        let real = version
+            .checked_sub(1)
+            .and_then(|i| balances.get(account).and_then(|list| list.get(i as usize)))
+            .copied()
+            .flatten();
+        match (read, real) {
+            (Some(read), Some(real)) if read == real => {}
+            (read, real) => out.push(Violation::new(
+                "read-model-past-state",
+                format!(
+                    "{at} reported {} at version {version}; the account's state at that version is {}",
+                    read.map_or_else(|| "no balance".to_string(), |b| b.to_string()),
+                    real.map_or_else(|| "none (no such version)".to_string(), |b| b.to_string())
+                ),
+            )),
+        }
+        if let Some(min) = invoke.and_then(|i| i.version)
+            && version < min
+        {
+            out.push(Violation::new(
+                "read-model-past-state",
+                format!("{at} asked for min_position {min} and was answered version {version}"),
+            ));
+        }
+        let seen = last_seen.entry((e.process, account)).or_default();
+        if version < *seen {
+            out.push(Violation::new(
+                "read-model-past-state",
+                format!("{at} reported version {version} after the same process had read version {}", *seen),
+            ));
+        }
+        *seen = (*seen).max(version);
+    }
+    out
+}
+
+/// A command that gives up with `conflict` lost its optimistic lock to someone: a competing
+/// write committed on one of its accounts between its invoke and its answer. `commits` holds
+/// every commit as (stream, nanoseconds). Catches a command that conflicts with nobody: a
+/// wrong expected version, a retry that re-reads stale state, a lock held by itself. What slips
+/// past: a command that conflicts while a competing write did commit (a livelock under real
+/// contention: the fault-free answer shares bound that). Linear in the history plus the commits.
+pub fn conflicts_explained(history: &[HistoryEvent], commits: &[(String, u64)]) -> Vec<Violation> {
+    let mut by_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (stream, at) in commits {
+        by_stream.entry(stream.as_str()).or_default().push(*at);
+    }
+    for times in by_stream.values_mut() {
+        times.sort_unstable();
+    }
+    let committed_between = |stream: &str, from: u64, to: u64| {
+        by_stream.get(stream).is_some_and(|times| {
+            let first = times.partition_point(|t| *t < from);
+            times.get(first).is_some_and(|t| *t <= to)
+        })
+    };
+    let mut out = Vec::new();
+    let mut open: BTreeMap<u64, &HistoryEvent> = BTreeMap::new();
+    for e in history {
+        if e.kind == EventKind::Invoke {
+            open.insert(e.process, e);
+            continue;
+        }
+        let Some(invoke) = open.remove(&e.process) else { continue };
+        if e.kind != EventKind::Fail || e.error.as_deref() != Some("conflict") {
+            continue;
+        }
+        let accounts: Vec<&str> = invoke.key.iter().chain(invoke.to.iter()).map(String::as_str).collect();
+        if !accounts.iter().any(|a| committed_between(a, invoke.time, e.time)) {
+            out.push(Violation::new(
+                "conflict-explained",
+                format!(
+                    "p{} {} on {} ended conflict ({:.3}s..{:.3}s) but nobody committed on those accounts meanwhile",
+                    e.process,
+                    e.f,
+                    accounts.join(", "),
+                    invoke.time as f64 / 1e9,
+                    e.time as f64 / 1e9
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// The outcomes a ledger run reached (see `verdict::OUTCOMES`), from what clients saw and the
+/// store. "read-model-behind": a query-API read reported a version older than one a write on
+/// that account had already been acknowledged with before the read began (a stale read: the
+/// read checks saw one).
+pub fn reach_outcomes(history: &[HistoryEvent], ops: &[OpRecord], events: &[RecordedEvent]) {
+    use crate::verdict::reached;
+    let mut open: BTreeMap<u64, (&HistoryEvent, u64)> = BTreeMap::new();
+    let mut acked: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in history {
+        let account = e.key.as_deref().unwrap_or("");
+        if e.kind == EventKind::Invoke {
+            open.insert(e.process, (e, acked.get(account).copied().unwrap_or(0)));
+            continue;
+        }
+        let invoke = open.remove(&e.process);
+        match (e.f.as_str(), e.kind, e.error.as_deref()) {
+            ("read_model", EventKind::Ok, _) => {
+                if invoke.is_some_and(|(i, _)| i.version.is_some()) {
+                    reached("read-your-write");
+                }
+                if let (Some(v), Some((_, before))) = (e.version, invoke)
+                    && v < before
+                {
+                    reached("read-model-behind");
+                }
+            }
+            ("read", _, _) => {}
+            (_, EventKind::Ok, _) => {
+                if e.f == "transfer" {
+                    reached("transfer-ok");
+                }
+                if let Some(v) = e.version {
+                    let known = acked.entry(account).or_default();
+                    *known = (*known).max(v);
+                }
+            }
+            ("withdraw", EventKind::Fail, Some("insufficient_funds")) => reached("withdraw-refused-for-funds"),
+            _ => {}
+        }
+    }
+    let applied: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e.command_key.as_deref()).collect();
+    for op in ops.iter().filter(|op| op.outcome == "info") {
+        reached(if applied.contains(op.key.as_str()) {
+            "ambiguous-write-applied"
+        } else {
+            "ambiguous-write-not-applied"
+        });
+    }
+}

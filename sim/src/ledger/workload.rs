@@ -53,12 +53,32 @@ pub enum Target {
 /// One client's operation, as sent.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Open { account: String, balance: Decimal },
-    Deposit { account: String, amount: Decimal },
-    Withdraw { account: String, amount: Decimal },
-    Transfer { from: String, to: String, amount: Decimal },
-    Read { account: String },
-    ReadModel { account: String },
+    Open {
+        account: String,
+        balance: Decimal,
+    },
+    Deposit {
+        account: String,
+        amount: Decimal,
+    },
+    Withdraw {
+        account: String,
+        amount: Decimal,
+    },
+    Transfer {
+        from: String,
+        to: String,
+        amount: Decimal,
+    },
+    Read {
+        account: String,
+    },
+    /// A read of the query API; with `min_position`, it asks for at least that version (the
+    /// client's own last acknowledged write on the account: read-your-writes).
+    ReadModel {
+        account: String,
+        min_position: Option<u64>,
+    },
 }
 
 impl Op {
@@ -79,7 +99,7 @@ impl Op {
             | Op::Deposit { account, .. }
             | Op::Withdraw { account, .. }
             | Op::Read { account }
-            | Op::ReadModel { account } => account,
+            | Op::ReadModel { account, .. } => account,
             Op::Transfer { from, .. } => from,
         }
     }
@@ -111,7 +131,11 @@ impl Op {
                 ),
             ),
             Op::Read { account } => (Target::Command, read(account)),
-            Op::ReadModel { account } => (Target::Query, read(account)),
+            Op::ReadModel { account, min_position } => {
+                let mut req = read(account);
+                req.query = min_position.map(|n| format!("min_position={n}"));
+                (Target::Query, req)
+            }
         }
     }
 
@@ -129,7 +153,8 @@ impl Op {
                 e.to = Some(to.clone());
                 e.value = Some(json!(amount.to_string()));
             }
-            Op::Read { .. } | Op::ReadModel { .. } => {}
+            Op::Read { .. } => {}
+            Op::ReadModel { min_position, .. } => e.version = *min_position,
         }
         e
     }
@@ -138,7 +163,13 @@ impl Op {
 /// The final answer a client saw for one operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Ok { balance: Option<String>, value: Option<String> },
+    /// `version`: the account's version the answer reported (a read's `version`, a write's
+    /// `position`).
+    Ok {
+        balance: Option<String>,
+        value: Option<String>,
+        version: Option<u64>,
+    },
     Fail(String),
     Info,
 }
@@ -178,9 +209,9 @@ impl Attempts {
             200 | 201 => {
                 let balance = body["balance"].as_str().map(str::to_string);
                 Some(if self.read {
-                    Outcome::Ok { balance: None, value: balance }
+                    Outcome::Ok { balance: None, value: balance, version: body["version"].as_u64() }
                 } else {
-                    Outcome::Ok { balance, value: None }
+                    Outcome::Ok { balance, value: None, version: body["position"].as_u64() }
                 })
             }
             503 if error == "ambiguous" => {
@@ -222,8 +253,9 @@ pub fn done_event(op: &Op, process: u64, outcome: &Outcome, time: u64) -> Histor
     let mut done = HistoryEvent::new(process, EventKind::Info, op.f(), time);
     done.key = Some(op.account().to_string());
     match outcome {
-        Outcome::Ok { balance, value } => {
+        Outcome::Ok { balance, value, version } => {
             done.kind = EventKind::Ok;
+            done.version = *version;
             done.balance = balance.clone();
             done.value = if op.is_read() { value.clone().map(Value::String) } else { op.invoke_event(0, 0).value };
             if let Op::Transfer { to, .. } = op {
@@ -311,7 +343,7 @@ pub fn next_op(rng: &mut ChaCha8Rng, config: &WorkloadConfig) -> Op {
             Op::Transfer { from, to, amount: cents(rng, 60) }
         }
         3 | 2 => Op::Read { account: pick(rng) },
-        _ => Op::ReadModel { account: pick(rng) },
+        _ => Op::ReadModel { account: pick(rng), min_position: None },
     }
 }
 
@@ -350,6 +382,9 @@ pub struct Client<T> {
     /// Put before every idempotency key of the mixed workload: empty in the simulator, a run id
     /// against a deployment that outlives runs.
     pub key_prefix: String,
+    /// The version of each account after this client's last acknowledged write on it: its
+    /// query-API reads ask for at least that (`min_position`).
+    written: std::collections::BTreeMap<String, u64>,
 }
 
 impl<T: Transport> Client<T> {
@@ -372,17 +407,31 @@ impl<T: Transport> Client<T> {
             processes_stride: clients as u64,
             name: format!("client-{}", index + 1),
             key_prefix: String::new(),
+            written: std::collections::BTreeMap::new(),
         }
     }
 
     /// Runs one operation to its final answer, recording invoke and completion.
     pub async fn run(&mut self, op: &Op, key: &str, first_api: usize) -> Outcome {
+        let with_position;
+        let op = match op {
+            Op::ReadModel { account, min_position: None } if self.written.contains_key(account) => {
+                with_position =
+                    Op::ReadModel { account: account.clone(), min_position: self.written.get(account).copied() };
+                &with_position
+            }
+            other => other,
+        };
         self.history.record(op.invoke_event(self.process, self.transport.now_nanos()));
         let outcome = self.attempts(op, key, first_api).await;
         let done = done_event(op, self.process, &outcome, self.transport.now_nanos());
         self.transport.note(&self.name, &format!("{} {key} -> {outcome:?}", op.f()));
         self.history.record(done);
         self.ops.lock().expect("not poisoned").push(op_record(op, key, &outcome));
+        if let (false, Outcome::Ok { version: Some(v), .. }) = (op.is_read(), &outcome) {
+            let known = self.written.entry(op.account().to_string()).or_default();
+            *known = (*known).max(*v);
+        }
         if outcome == Outcome::Info {
             self.process += self.processes_stride;
         }
