@@ -14,6 +14,7 @@ use sim::ledger::scenario::LedgerScenario;
 use sim::orders::scenario::OrdersScenario;
 use sim::run::{self, RunOutcome, RunRequest};
 use sim::scenarios::Scenario;
+use sim::selfcheck::SelfCheck;
 
 /// Seeds a bug sweep may take before the bug counts as not found.
 const BUG_SEEDS_MAX: u64 = 100;
@@ -130,6 +131,11 @@ scenario_tests! {
     sweep_redis_oom, determinism_redis_oom => Scenario::Orders(OrdersScenario::RedisOom);
     sweep_kafka_lag, determinism_kafka_lag => Scenario::Orders(OrdersScenario::KafkaLag);
     sweep_redis_pg_mismatch, determinism_redis_pg_mismatch => Scenario::Orders(OrdersScenario::RedisPgMismatch);
+    sweep_crdb_self_check, determinism_crdb_self_check => Scenario::SelfCheck(SelfCheck::Crdb);
+    sweep_jetstream_self_check, determinism_jetstream_self_check => Scenario::SelfCheck(SelfCheck::JetStream);
+    sweep_kafka_self_check, determinism_kafka_self_check => Scenario::SelfCheck(SelfCheck::Kafka);
+    sweep_redis_self_check, determinism_redis_self_check => Scenario::SelfCheck(SelfCheck::Redis);
+    sweep_postgres_self_check, determinism_postgres_self_check => Scenario::SelfCheck(SelfCheck::Postgres);
 }
 
 /// One line of a `seeds/*.tsv` file.

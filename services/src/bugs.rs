@@ -40,8 +40,9 @@ pub enum Bug {
     /// A two-stream append (a transfer) expects the first stream's next version on both
     /// streams: it conflicts with nobody, every attempt, and the transfer answers 409.
     ConflictStorm,
-    /// The query API's read model stores an event's balance under the version before it: every
-    /// read reports a balance that is not the account's state at the version it names.
+    /// The query API answers a balance under the version before it ("the version counts the
+    /// events after the account was opened"): a read reports a balance that is not the
+    /// account's state at the version it names.
     ReadModelWrongVersion,
     /// The simulator's own CockroachDB (not service code): a gateway serves writes under its
     /// read lease, without a quorum round, so a gateway cut off into the minority still commits

@@ -2,7 +2,8 @@
 //! infrastructure and in the simulator.
 //!
 //! - `ports`: the traits (event store, bus, read model, ...), their data and errors;
-//! - `ledger`: the ledger's logic, generic over the ports, and in-memory adapters;
+//! - `ledger`, `orders`: each service's logic, generic over the ports, and in-memory adapters;
+//! - `reply`: the HTTP answer both services' APIs build;
 //! - `adapters`, `http`, `config`, `app` (real build only): sqlx, async-nats, axum, wiring.
 
 pub mod bugs;
@@ -10,6 +11,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod orders;
 pub mod ports;
+pub mod reply;
 
 #[cfg(not(madsim))]
 pub mod adapters;

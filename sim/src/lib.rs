@@ -24,4 +24,6 @@ pub mod run;
 #[cfg(madsim)]
 pub mod scenarios;
 #[cfg(madsim)]
+pub mod selfcheck;
+#[cfg(madsim)]
 pub mod trace;

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use services::ledger::api::Reply;
+use services::reply::Reply;
 
 use crate::http::{HttpReq, HttpResp};
 use crate::trace;
@@ -72,9 +72,9 @@ impl MidRequestKill {
 
 /// Records an HTTP exchange in the trace and turns the reply into the answer.
 pub fn traced(node: &str, req: &HttpReq, reply: Reply) -> HttpResp {
-    trace::record(
+    trace::record_fmt(
         node,
-        &format!("{} {} key={:?} -> {} {}", req.method, req.path, req.idempotency_key, reply.status, reply.body),
+        format_args!("{} {} key={:?} -> {} {}", req.method, req.path, req.idempotency_key, reply.status, reply.body),
     );
     HttpResp::from(reply)
 }

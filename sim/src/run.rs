@@ -127,6 +127,10 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
                     let run = orders::run(s, request.seed).await;
                     (run.history, run.ops, run.faults, run.violations, run.events)
                 }
+                Scenario::SelfCheck(s) => {
+                    let run = crate::selfcheck::run(s, request.seed).await;
+                    (run.history, run.ops, run.faults, run.violations, run.events)
+                }
             };
             let nanos = trace::now_nanos();
             let gauges = trace::gauges();
@@ -167,6 +171,7 @@ pub fn run_seed(request: RunRequest) -> RunOutcome {
                 outcome.metrics = match scenario {
                     Scenario::Ledger(_) => crate::metrics::ledger_series(&gauges, &history, nanos),
                     Scenario::Orders(_) => crate::metrics::orders_series(&gauges, &history, nanos),
+                    Scenario::SelfCheck(_) => Vec::new(),
                 };
             }
             outcome.violations = violations;

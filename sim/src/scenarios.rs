@@ -1,27 +1,35 @@
-//! Every scenario of the testbed, ledger and orders, under one name space: what `list`, `sweep`
-//! and `repro` accept, and which scenario's sweep exposes each planted bug.
+//! Every scenario of the testbed, ledger, orders and the simulator's self-checks, under one name
+//! space: what `list`, `sweep` and `repro` accept, and which scenario's sweep exposes each
+//! planted bug.
 
 use services::bugs::Bug;
 
 use crate::ledger::scenario::LedgerScenario;
 use crate::orders::scenario::OrdersScenario;
+use crate::selfcheck::SelfCheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
     Ledger(LedgerScenario),
     Orders(OrdersScenario),
+    /// One simulated dependency alone, held to its contract.
+    SelfCheck(SelfCheck),
 }
 
 impl Scenario {
     pub fn all() -> Vec<Scenario> {
         let ledger = LedgerScenario::ALL.into_iter().map(Scenario::Ledger);
-        ledger.chain(OrdersScenario::ALL.into_iter().map(Scenario::Orders)).collect()
+        ledger
+            .chain(OrdersScenario::ALL.into_iter().map(Scenario::Orders))
+            .chain(SelfCheck::ALL.into_iter().map(Scenario::SelfCheck))
+            .collect()
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Ledger(s) => s.name(),
             Scenario::Orders(s) => s.name(),
+            Scenario::SelfCheck(s) => s.name(),
         }
     }
 
@@ -29,6 +37,7 @@ impl Scenario {
         match self {
             Scenario::Ledger(s) => s.about(),
             Scenario::Orders(s) => s.about(),
+            Scenario::SelfCheck(s) => s.about(),
         }
     }
 
@@ -36,15 +45,16 @@ impl Scenario {
         match self {
             Scenario::Ledger(s) => s.default_seeds(),
             Scenario::Orders(s) => s.default_seeds(),
+            Scenario::SelfCheck(s) => s.default_seeds(),
         }
     }
 
     /// Seeds per scenario of a long sweep (`testbed soak`): every order scenario and
-    /// `ledger-chaos` 20,000, every other ledger scenario 5,000.
+    /// `ledger-chaos` 20,000, every other ledger scenario and every self-check 5,000.
     pub fn soak_seeds(self) -> u64 {
         match self {
             Scenario::Ledger(LedgerScenario::Chaos) | Scenario::Orders(_) => 20_000,
-            Scenario::Ledger(_) => 5_000,
+            Scenario::Ledger(_) | Scenario::SelfCheck(_) => 5_000,
         }
     }
 
@@ -122,6 +132,9 @@ impl Scenario {
 
     /// The scenario whose sweep exposes a planted bug.
     pub fn exposing(bug: Bug) -> Scenario {
+        if bug == Bug::CommitWithoutQuorum {
+            return Scenario::SelfCheck(SelfCheck::Crdb);
+        }
         match OrdersScenario::exposing(bug) {
             Some(s) => Scenario::Orders(s),
             None => Scenario::Ledger(LedgerScenario::exposing(bug)),

@@ -84,19 +84,45 @@ pub fn now_nanos() -> u64 {
 
 /// Records one line: `time node what`.
 pub fn record(node: &str, what: &str) {
+    record_fmt(node, format_args!("{what}"));
+}
+
+/// Records one line whose text is formatted straight into the hash (no string is built unless
+/// the lines are kept): the simulation's hot paths trace every statement.
+pub fn record_fmt(node: &str, what: std::fmt::Arguments<'_>) {
+    use std::fmt::Write;
     let time = now_nanos();
     TRACE.with(|t| {
         let mut t = t.borrow_mut();
-        let line = format!("{:>12.6} {node:<12} {what}", time as f64 / 1e9);
-        for byte in line.as_bytes().iter().chain(b"\n") {
-            t.hash ^= u64::from(*byte);
-            t.hash = t.hash.wrapping_mul(FNV_PRIME);
-        }
+        let t = &mut *t;
         t.count += 1;
-        if let Some(lines) = t.lines.as_mut() {
-            lines.push(line);
+        let seconds = time as f64 / 1e9;
+        match t.lines.as_mut() {
+            Some(lines) => {
+                let line = format!("{seconds:>12.6} {node:<12} {what}");
+                let mut hasher = Fnv(&mut t.hash);
+                let _ = hasher.write_str(&line);
+                let _ = hasher.write_str("\n");
+                lines.push(line);
+            }
+            None => {
+                let _ = writeln!(Fnv(&mut t.hash), "{seconds:>12.6} {node:<12} {what}");
+            }
         }
     });
+}
+
+/// FNV-1a over the bytes written to it.
+struct Fnv<'a>(&'a mut u64);
+
+impl std::fmt::Write for Fnv<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for byte in s.as_bytes() {
+            *self.0 ^= u64::from(*byte);
+            *self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+        Ok(())
+    }
 }
 
 /// The hash and number of lines so far, and the lines if kept.

@@ -82,7 +82,7 @@ pub const ANSWER_SAMPLE_MIN: usize = 20;
 /// business rules explain (no funds, sold out, an account that exists or does not, a rate
 /// limit, a full waiting room, a key reused for another product). Every other error is a server
 /// error for [`fault_free_answers`].
-pub const DOMAIN_REFUSALS: [&str; 10] = [
+pub const DOMAIN_REFUSALS: [&str; 11] = [
     "insufficient_funds",
     "account_exists",
     "account_not_found",
@@ -92,6 +92,7 @@ pub const DOMAIN_REFUSALS: [&str; 10] = [
     "sold_out",
     "rate_limited",
     "key_reused",
+    "idempotency_key_reused",
     "waiting_room_full",
 ];
 
@@ -100,7 +101,8 @@ pub const DOMAIN_REFUSALS: [&str; 10] = [
 /// that refuses while nothing is wrong: a conflict storm, a retry loop that gives up, an error
 /// path taken on the happy path. Linear in the history.
 pub fn fault_free_answers(history: &[HistoryEvent], windows: &[(u64, u64)], bounds: AnswerBounds) -> Vec<Violation> {
-    let inside = |t: u64| windows.iter().any(|(from, to)| t >= *from && t < *to);
+    // Both ends in the same window: an operation that spans a fault is not judged.
+    let inside = |start: u64, end: u64| windows.iter().any(|(from, to)| start >= *from && end < *to);
     let mut open: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut total, mut conflicts, mut errors) = (0usize, Vec::new(), Vec::new());
     for e in history {
@@ -109,7 +111,7 @@ pub fn fault_free_answers(history: &[HistoryEvent], windows: &[(u64, u64)], boun
             continue;
         }
         let Some(start) = open.remove(&e.process) else { continue };
-        if !inside(start) || !inside(e.time) {
+        if !inside(start, e.time) {
             continue;
         }
         total += 1;
@@ -201,5 +203,56 @@ pub fn take_outcomes() -> BTreeMap<String, u64> {
     #[cfg(not(madsim))]
     {
         BTreeMap::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(n: usize, start: u64, error: Option<&str>) -> Vec<HistoryEvent> {
+        let mut out = Vec::new();
+        for i in 0..n as u64 {
+            out.push(HistoryEvent::new(i, EventKind::Invoke, "deposit", start + i * 10));
+            let mut done = HistoryEvent::new(
+                i,
+                if error.is_some() { EventKind::Fail } else { EventKind::Ok },
+                "deposit",
+                start + i * 10 + 5,
+            );
+            done.error = error.map(str::to_string);
+            out.push(done);
+        }
+        out
+    }
+
+    /// Goal: refusals nobody caused in fault-free windows are bounded. Method: 30 operations in
+    /// a window, 3 of them `conflict` against a bound of 5%; the same inside a fault window;
+    /// domain refusals and a too-small sample.
+    #[test]
+    fn fault_free_shares_are_bounded() {
+        let bounds = AnswerBounds { conflict_percent_max: 5, error_percent_max: 2 };
+        let mut history = ops(27, 0, None);
+        history.extend(ops(3, 1000, Some("conflict")).into_iter().map(|mut e| {
+            e.process += 100;
+            e
+        }));
+        let windows = fault_free_windows(Some(10_000), 20_000);
+        let found = fault_free_answers(&history, &windows, bounds);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.starts_with("3 of 30 operations"), "{}", found[0].message);
+        // The same answers while a fault is on are not judged.
+        assert!(fault_free_answers(&history, &fault_free_windows(Some(0), 20_000), bounds).is_empty());
+        // Refusals the domain explains are not errors.
+        let mut funds = ops(27, 0, None);
+        funds.extend(ops(3, 1000, Some("insufficient_funds")).into_iter().map(|mut e| {
+            e.process += 100;
+            e
+        }));
+        assert!(fault_free_answers(&funds, &windows, bounds).is_empty());
+        // Fewer than ANSWER_SAMPLE_MIN operations: no share.
+        assert!(fault_free_answers(&ops(5, 0, Some("unavailable")), &windows, bounds).is_empty());
+        let errors = ops(ANSWER_SAMPLE_MIN, 0, Some("unavailable"));
+        assert_eq!(fault_free_answers(&errors, &windows, bounds)[0].invariant, "fault-free-answers");
     }
 }

@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::health::Health;
-use crate::ledger::api::{self, BODY_LEN_MAX, IDEMPOTENCY_HEADER, Reply};
+use crate::ledger::api::{self, BODY_LEN_MAX, IDEMPOTENCY_HEADER};
 use crate::ledger::command::CommandHandler;
 use crate::ports::ledger::{EventStore, ReadModel};
+use crate::reply::Reply;
 
 /// Turns a [`Reply`] into a JSON response; a replayed outcome says so in a header.
 pub fn respond(reply: Reply) -> Response {

@@ -13,10 +13,10 @@ use axum::routing::{get, post};
 
 use super::health::Health;
 use super::ledger::respond;
-use crate::ledger::api::Reply;
 use crate::orders::api::{ADMISSION_HEADER, BODY_LEN_MAX, KEY_HEADER, OrderApi};
 use crate::orders::waiting_room::WaitingRoom;
 use crate::ports::orders::{OrderProducer, OrderStore, StockCache};
+use crate::reply::Reply;
 
 async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
     to_bytes(body, BODY_LEN_MAX)

@@ -14,43 +14,21 @@ use serde_json::{Map, Value, json};
 
 use super::command::{CommandError, CommandHandler, Executed};
 use crate::ports::ledger::{BalanceView, EventStore, ReadError, ReadModel, StoreError};
+use crate::reply::Reply;
 
 /// Longest accepted request body, in bytes.
 pub const BODY_LEN_MAX: usize = 64 * 1024;
 /// Longest accepted idempotency key.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 200;
-/// How long a read with `min_position` waits for the read model before answering 504.
-pub const MIN_POSITION_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long a read with `min_position` waits for the read model before answering 504: well
+/// under a client's request timeout (5 s in the testbed's clients), so the 504 reaches it.
+pub const MIN_POSITION_WAIT_MAX: Duration = Duration::from_secs(2);
 /// How often such a read looks again.
-pub const MIN_POSITION_POLL: Duration = Duration::from_millis(10);
+pub const MIN_POSITION_POLL: Duration = Duration::from_millis(50);
 const _: () = assert!(MIN_POSITION_POLL.as_millis() < MIN_POSITION_WAIT_MAX.as_millis());
 
 /// The name of the idempotency header (spec: `Idempotency-Key`).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-
-/// An HTTP answer: status and JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-    /// True when the body is the stored first outcome of an idempotency key.
-    pub replayed: bool,
-}
-
-impl Reply {
-    pub fn new(status: u16, body: Value) -> Reply {
-        Reply { status, body, replayed: false }
-    }
-
-    /// An error body with an optional field name.
-    pub fn error(status: u16, code: &str, field: Option<&str>, message: impl Into<String>) -> Reply {
-        let mut body = json!({"error": code, "message": message.into()});
-        if let Some(field) = field {
-            body["field"] = json!(field);
-        }
-        Reply::new(status, body)
-    }
-}
 
 /// Handles `POST /api/v1/commands/{kind}`.
 pub async fn command<S: EventStore>(

@@ -11,11 +11,15 @@ use crate::ports::ledger::{BusError, EventPublisher, EventStore, StoreError};
 
 /// Events published per round.
 pub const RELAY_BATCH_MAX: usize = 256;
-/// Wait between rounds when the outbox is empty.
+/// Wait after a round that published less than a full batch, and the first wait once idle.
 pub const RELAY_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// Longest wait between rounds after a failure (exponential from [`RELAY_IDLE_WAIT`]).
 pub const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const _: () = assert!(RELAY_IDLE_WAIT.as_millis() < RELAY_BACKOFF_MAX.as_millis());
+/// Longest wait between two rounds that found nothing: the most an event committed into an
+/// idle outbox waits before it is published.
+pub const RELAY_IDLE_WAIT_MAX: Duration = Duration::from_millis(160);
+const _: () = assert!(RELAY_IDLE_WAIT.as_millis() < RELAY_IDLE_WAIT_MAX.as_millis());
 
 /// Why a relay round stopped early. Both are transient; the next round retries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,15 +69,25 @@ pub async fn relay_once<S: EventStore, P: EventPublisher>(store: &S, bus: &P) ->
     }
 }
 
-/// Runs rounds forever: immediately again after a full batch, after [`RELAY_IDLE_WAIT`] when idle,
-/// with exponential backoff up to [`RELAY_BACKOFF_MAX`] while failing. Rounds that fail to
-/// publish are counted in `metrics` (`ledger_relay_publish_failures_total`).
+/// Runs rounds forever: immediately again after a full batch; after [`RELAY_IDLE_WAIT`] when a
+/// round sent something but not a full batch; when a round found nothing, after a wait that
+/// doubles up to [`RELAY_IDLE_WAIT_MAX`] (an idle outbox is polled a few times a second, not
+/// fifty); with exponential backoff up to [`RELAY_BACKOFF_MAX`] while failing. Rounds that fail
+/// to publish are counted in `metrics` (`ledger_relay_publish_failures_total`).
 pub async fn run_relay<S: EventStore, P: EventPublisher>(store: &S, bus: &P, metrics: &crate::metrics::Metrics) {
     let mut wait = RELAY_IDLE_WAIT;
+    let mut idle = RELAY_IDLE_WAIT;
     loop {
         match relay_once(store, bus).await {
             Ok(n) if n == RELAY_BATCH_MAX => continue,
-            Ok(_) => wait = RELAY_IDLE_WAIT,
+            Ok(0) => {
+                wait = idle;
+                idle = (idle * 2).min(RELAY_IDLE_WAIT_MAX);
+            }
+            Ok(_) => {
+                wait = RELAY_IDLE_WAIT;
+                idle = RELAY_IDLE_WAIT;
+            }
             Err(e) => {
                 if matches!(e, RelayError::Bus(_)) {
                     metrics.relay_publish_failures.inc();
@@ -81,6 +95,7 @@ pub async fn run_relay<S: EventStore, P: EventPublisher>(store: &S, bus: &P, met
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "relay round failed");
                 madsim::time::sleep(wait).await;
                 wait = (wait * 2).min(RELAY_BACKOFF_MAX);
+                idle = RELAY_IDLE_WAIT;
                 continue;
             }
         }

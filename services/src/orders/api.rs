@@ -19,7 +19,7 @@ use std::time::Duration;
 use models::orders::{InitSale, InvalidField, PlaceOrder, validate_key};
 use serde_json::{Value, json};
 
-use crate::ledger::api::Reply;
+use crate::reply::Reply;
 use models::orders::Order;
 
 use crate::ports::orders::{

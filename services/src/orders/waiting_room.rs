@@ -14,8 +14,8 @@ use madsim::rand::Rng;
 use madsim::time::Instant;
 use serde_json::json;
 
-use crate::ledger::api::Reply;
 use crate::ports::orders::StockCache;
+use crate::reply::Reply;
 
 /// Users waiting at once; more get 503.
 pub const WAITING_ROOM_QUEUE_MAX: usize = 100_000;

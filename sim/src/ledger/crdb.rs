@@ -204,7 +204,7 @@ pub async fn serve_node(index: usize, cluster: CrdbCluster) {
             let label = req.label();
             let gateway = Gateway { index, ep: &ep, lease: &lease };
             let answer = execute(&gateway, &cluster, req).await;
-            trace::record(&name, &format!("{label} -> {}", summary(&answer)));
+            trace::record_fmt(&name, format_args!("{label} -> {}", summary(&answer)));
             answer
         }
     });

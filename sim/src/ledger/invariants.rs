@@ -433,3 +433,97 @@ pub fn reach_outcomes(history: &[HistoryEvent], ops: &[OpRecord], events: &[Reco
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use models::ledger::events::{AccountCreated, MoneyDeposited};
+    use models::money::Currency;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(stream: &str, version: u64, e: LedgerEvent) -> RecordedEvent {
+        RecordedEvent {
+            event_id: uuid::Uuid::from_u128(u128::from(version)),
+            stream_id: stream.into(),
+            version,
+            global_position: version as i64,
+            encoded: e.encode(),
+            command_key: None,
+        }
+    }
+
+    /// acct-1: opened with 10.00 (v1), then +5.00 (v2), then +1.00 (v3).
+    fn store() -> Vec<RecordedEvent> {
+        let deposit = |amount: &str| {
+            LedgerEvent::MoneyDeposited(MoneyDeposited { amount: amount.parse().unwrap(), currency: Currency::USD })
+        };
+        vec![
+            event(
+                "acct-1",
+                1,
+                LedgerEvent::AccountCreated(AccountCreated {
+                    owner_name: "O".into(),
+                    currency: Currency::USD,
+                    initial_balance: "10.00".parse().unwrap(),
+                }),
+            ),
+            event("acct-1", 2, deposit("5.00")),
+            event("acct-1", 3, deposit("1.00")),
+        ]
+    }
+
+    fn read(process: u64, time: u64, min: Option<u64>, balance: &str, version: u64) -> [HistoryEvent; 2] {
+        let mut invoke = HistoryEvent::new(process, EventKind::Invoke, "read_model", time);
+        invoke.key = Some("acct-1".into());
+        invoke.version = min;
+        let mut done = HistoryEvent::new(process, EventKind::Ok, "read_model", time + 1);
+        done.key = Some("acct-1".into());
+        done.value = Some(json!(balance));
+        done.version = Some(version);
+        [invoke, done]
+    }
+
+    /// Goal: a read-model read is a real past state. Method: reads paired with the right and a
+    /// wrong version, one going back in version, one below its min_position.
+    #[test]
+    fn read_model_reads_are_real_past_states() {
+        let events = store();
+        let good: Vec<HistoryEvent> =
+            [read(1, 10, None, "10.00", 1), read(1, 20, Some(2), "15.00", 2), read(2, 30, None, "16.00", 3)].concat();
+        assert!(read_model_reads(&good, &events).is_empty());
+        // The planted bug's answer: the balance after v3 under v2.
+        let wrong = read(1, 10, None, "16.00", 2).to_vec();
+        let found = read_model_reads(&wrong, &events);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("at version 2"), "{}", found[0].message);
+        let back: Vec<HistoryEvent> = [read(1, 10, None, "16.00", 3), read(1, 20, None, "15.00", 2)].concat();
+        assert_eq!(read_model_reads(&back, &events).len(), 1);
+        let below = read(1, 10, Some(3), "15.00", 2).to_vec();
+        assert!(read_model_reads(&below, &events)[0].message.contains("min_position 3"));
+        let never = read(1, 10, None, "20.00", 9).to_vec();
+        assert!(read_model_reads(&never, &events)[0].message.contains("no such version"));
+    }
+
+    fn op(process: u64, f: &str, from: u64, to: u64, error: Option<&str>) -> [HistoryEvent; 2] {
+        let mut invoke = HistoryEvent::new(process, EventKind::Invoke, f, from);
+        invoke.key = Some("acct-1".into());
+        invoke.to = Some("acct-2".into());
+        let mut done = HistoryEvent::new(process, EventKind::Fail, f, to);
+        done.error = error.map(str::to_string);
+        [invoke, done]
+    }
+
+    /// Goal: a conflict needs a competitor. Method: a transfer that ended `conflict` with a
+    /// commit on its destination during it, and one with commits only before and after it.
+    #[test]
+    fn a_conflict_with_nobody_is_a_violation() {
+        let commits = vec![("acct-2".to_string(), 150), ("acct-1".to_string(), 90), ("acct-1".to_string(), 400)];
+        assert!(conflicts_explained(&op(1, "transfer", 100, 200, Some("conflict")), &commits).is_empty());
+        let found = conflicts_explained(&op(1, "transfer", 200, 300, Some("conflict")), &commits);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].invariant, "conflict-explained");
+        // Other refusals are not held to it.
+        assert!(conflicts_explained(&op(1, "withdraw", 200, 300, Some("insufficient_funds")), &commits).is_empty());
+    }
+}

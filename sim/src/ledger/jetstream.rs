@@ -122,7 +122,10 @@ async fn handle(state: &Mutex<JetStreamState>, req: NatsReq) -> Result<NatsResp,
     match req {
         NatsReq::Publish { msg_id, event } => {
             let (seq, duplicate) = state.lock().expect("not poisoned").publish(msg_id.clone(), *event, Instant::now());
-            trace::record("nats", &format!("publish {msg_id} -> seq {seq}{}", if duplicate { " dup" } else { "" }));
+            trace::record_fmt(
+                "nats",
+                format_args!("publish {msg_id} -> seq {seq}{}", if duplicate { " dup" } else { "" }),
+            );
             Ok(NatsResp::Published { seq, duplicate })
         }
         NatsReq::Fetch { max, wait } => {

@@ -57,7 +57,10 @@ pub async fn serve(state: ReadDbState) {
             match req {
                 ReadReq::Apply(event) => {
                     let applied = project(&mut views, &event);
-                    trace::record("readdb", &format!("apply {}@{} -> {applied:?}", event.stream_id, event.version));
+                    trace::record_fmt(
+                        "readdb",
+                        format_args!("apply {}@{} -> {applied:?}", event.stream_id, event.version),
+                    );
                     trace::gauge("applied", views.values().map(|v| v.version as i64).sum());
                     applied.map(ReadResp::Applied)
                 }

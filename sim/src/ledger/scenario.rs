@@ -311,7 +311,9 @@ async fn calm_phase(ctx: &mut Ctx) -> Vec<Violation> {
         let (a, b) = (accounts[c % accounts.len()].clone(), accounts[(c + 1) % accounts.len()].clone());
         let found = node
             .spawn(async move {
-                let mut client = client::client(CALM_CLIENT_BASE + c, 1, api_nodes, history, ops).await;
+                // Stride CALM_CLIENTS: a client that takes a new process after an `info` never
+                // takes another calm client's.
+                let mut client = client::client(CALM_CLIENT_BASE + c, CALM_CLIENTS, api_nodes, history, ops).await;
                 let mut ops = vec![Op::Deposit { account: a.clone(), amount: dec("2.00") }];
                 if a != b {
                     ops.push(Op::Transfer { from: a.clone(), to: b.clone(), amount: dec("1.00") });

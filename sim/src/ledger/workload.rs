@@ -164,11 +164,12 @@ impl Op {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// `version`: the account's version the answer reported (a read's `version`, a write's
-    /// `position`).
+    /// `position`); `to_version`: a transfer's destination's (`to_position`).
     Ok {
         balance: Option<String>,
         value: Option<String>,
         version: Option<u64>,
+        to_version: Option<u64>,
     },
     Fail(String),
     Info,
@@ -209,9 +210,10 @@ impl Attempts {
             200 | 201 => {
                 let balance = body["balance"].as_str().map(str::to_string);
                 Some(if self.read {
-                    Outcome::Ok { balance: None, value: balance, version: body["version"].as_u64() }
+                    Outcome::Ok { balance: None, value: balance, version: body["version"].as_u64(), to_version: None }
                 } else {
-                    Outcome::Ok { balance, value: None, version: body["position"].as_u64() }
+                    let (version, to_version) = (body["position"].as_u64(), body["to_position"].as_u64());
+                    Outcome::Ok { balance, value: None, version, to_version }
                 })
             }
             503 if error == "ambiguous" => {
@@ -229,7 +231,10 @@ impl Attempts {
                 self.last_error = "bad_gateway".into();
                 None
             }
-            // Definitely not applied, this time: try again (another api node).
+            // Definitely not applied, this time: try again (another api node). For a read with
+            // `min_position`, 504 `position_not_reached`: the read model has not caught up within
+            // the query API's wait (shorter than the client's timeout, so the answer arrives);
+            // a redelivery may bring it there, so the read is tried again.
             503 | 504 => {
                 self.last_error = error;
                 None
@@ -253,7 +258,7 @@ pub fn done_event(op: &Op, process: u64, outcome: &Outcome, time: u64) -> Histor
     let mut done = HistoryEvent::new(process, EventKind::Info, op.f(), time);
     done.key = Some(op.account().to_string());
     match outcome {
-        Outcome::Ok { balance, value, version } => {
+        Outcome::Ok { balance, value, version, .. } => {
             done.kind = EventKind::Ok;
             done.version = *version;
             done.balance = balance.clone();
@@ -428,9 +433,17 @@ impl<T: Transport> Client<T> {
         self.transport.note(&self.name, &format!("{} {key} -> {outcome:?}", op.f()));
         self.history.record(done);
         self.ops.lock().expect("not poisoned").push(op_record(op, key, &outcome));
-        if let (false, Outcome::Ok { version: Some(v), .. }) = (op.is_read(), &outcome) {
-            let known = self.written.entry(op.account().to_string()).or_default();
-            *known = (*known).max(*v);
+        if let (false, Outcome::Ok { version, to_version, .. }) = (op.is_read(), &outcome) {
+            let to = match op {
+                Op::Transfer { to, .. } => Some(to.as_str()),
+                _ => None,
+            };
+            for (account, v) in [(Some(op.account()), version), (to, to_version)] {
+                if let (Some(account), Some(v)) = (account, v) {
+                    let known = self.written.entry(account.to_string()).or_default();
+                    *known = (*known).max(*v);
+                }
+            }
         }
         if outcome == Outcome::Info {
             self.process += self.processes_stride;

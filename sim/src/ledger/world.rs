@@ -14,11 +14,12 @@ use madsim::net::Endpoint;
 use madsim::net::rpc::Request;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use services::ledger::api::{self, Reply};
+use services::ledger::api;
 use services::ledger::command::{BugHooks, CommandHandler};
 use services::ledger::{processor, relay};
 use services::metrics::{Kind, Metrics};
 use services::ports::ledger::{EventPublisher, ReadModel};
+use services::reply::Reply;
 
 use super::crdb::{self, CrdbCluster, CrdbFaultRates, SimEventStore};
 use super::jetstream::{self, JetStreamState, SimBus};
@@ -225,7 +226,7 @@ async fn serve_query() {
                 }
                 _ => Reply::error(404, "not_found", None, "no such route"),
             };
-            trace::record("query", &format!("GET {} -> {} {}", req.path, reply.status, reply.body));
+            trace::record_fmt("query", format_args!("GET {} -> {} {}", req.path, reply.status, reply.body));
             HttpResp::from(reply)
         }
     });

@@ -250,7 +250,7 @@ async fn serve_api(index: usize, kill: Arc<Mutex<MidRequestKill>>) {
                     let admission = req.query.as_deref().map(str::as_bytes);
                     api.order(req.idempotency_key.as_deref().map(str::as_bytes), admission, &req.body).await.reply
                 }
-                _ => services::ledger::api::Reply::error(404, "not_found", None, "no such route"),
+                _ => services::reply::Reply::error(404, "not_found", None, "no such route"),
             };
             // Reserved and queued, and the process dies before the answer leaves it.
             if req.path == "/order" && reply.status == 200 && MidRequestKill::hold(&kill, &name, &req, "accepted") {
