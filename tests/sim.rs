@@ -465,7 +465,7 @@ fn soak_rows_shards_and_merge() {
     assert_eq!(verdicts(&merged), verdicts(&whole), "the merged soak equals the unsharded one");
     let (code, out) = testbed(&["merge", &shards[0]]);
     assert_eq!(code, 3, "a missing shard: {out}");
-    // A failure: a planted bug that seed 2 exposes.
+    // A failure: a planted bug that seed 3 exposes (seeds 0-2 do not).
     let (code, out) = testbed(&[
         "soak",
         "--scenario",
@@ -473,7 +473,7 @@ fn soak_rows_shards_and_merge() {
         "--bug",
         "non-atomic-stock-check",
         "--seeds",
-        "3",
+        "4",
         "--from",
         "0",
         "--out",
@@ -481,10 +481,10 @@ fn soak_rows_shards_and_merge() {
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("reproduce: cargo testbed repro --scenario flash-sale --seed 2 --bug non-atomic-stock-check"),
+        out.contains("reproduce: cargo testbed repro --scenario flash-sale --seed 3 --bug non-atomic-stock-check"),
         "{out}"
     );
-    assert!(out.contains("token: tb1:flash-sale:2:non-atomic-stock-check:"), "{out}");
+    assert!(out.contains("token: tb1:flash-sale:3:non-atomic-stock-check:"), "{out}");
     assert_eq!(testbed(&["soak", "--seeds", "0"]).0, 2, "zero seeds is bad usage");
     assert_eq!(testbed(&["soak", "--for", "1m", "--shard", "0/2"]).0, 2, "a time budget cannot be sharded");
     assert_eq!(testbed(&["soak", "--scenario", "nope"]).0, 2, "an unknown scenario");

@@ -311,10 +311,7 @@ fn is_token_char(c: char) -> bool {
 /// The whole tokens of a message, with the punctuation that ends a sentence or a label
 /// ("order-36.", "acct-1:") trimmed off.
 fn tokens(message: &str) -> impl Iterator<Item = &str> {
-    message
-        .split(|c: char| !is_token_char(c))
-        .map(|t| t.trim_end_matches(|c: char| c == '.' || c == ':'))
-        .filter(|t| !t.is_empty())
+    message.split(|c: char| !is_token_char(c)).map(|t| t.trim_end_matches(['.', ':'])).filter(|t| !t.is_empty())
 }
 
 /// A time in seconds as the violations print it (`at {:.3}s`).
