@@ -124,6 +124,8 @@ impl Scenario {
             // Half a second per Redis call: every order times out (the scenario's expectation).
             Scenario::Orders(O::RedisLatency(500)) => &[],
             Scenario::Orders(_) => &["order-accepted"],
+            Scenario::SelfCheck(SelfCheck::Kafka) => &["kafka-resumed-from-commit"],
+            Scenario::SelfCheck(SelfCheck::JetStream) => &["jetstream-delivered-after-restart"],
             _ => &[],
         }
     }

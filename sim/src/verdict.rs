@@ -156,7 +156,7 @@ pub fn fault_free_windows(first_fault: Option<u64>, healed: u64) -> Vec<(u64, u6
 /// the ones its default sweep must reach, `cargo sim` fails when one never occurs, and the
 /// sweep summary prints them beside the coverage marks. Unlike a coverage mark (a path in the
 /// service's code), an outcome is what a client saw.
-pub const OUTCOMES: [(&str, &str); 13] = [
+pub const OUTCOMES: [(&str, &str); 15] = [
     ("transfer-ok", "a transfer succeeded"),
     ("withdraw-refused-for-funds", "a withdrawal was refused for insufficient funds"),
     ("ambiguous-write-applied", "a write whose outcome the client never learned turned out applied"),
@@ -176,6 +176,11 @@ pub const OUTCOMES: [(&str, &str); 13] = [
     ("ambiguous-order-persisted", "an order whose outcome the client never learned turned out persisted"),
     ("ambiguous-order-not-persisted", "an order whose outcome the client never learned turned out not persisted"),
     ("late-retry-settled", "the calm phase's late retry of an ambiguous order got a definite answer"),
+    (
+        "kafka-resumed-from-commit",
+        "a new group member resumed below what the group had read: uncommitted messages delivered again",
+    ),
+    ("jetstream-delivered-after-restart", "a message acknowledged before a NATS restart was first delivered after it"),
 ];
 
 #[cfg(madsim)]

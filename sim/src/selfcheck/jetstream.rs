@@ -58,6 +58,8 @@ pub const OUTAGE_MS_MAX: u64 = 1_500;
 /// Deliveries per fetch, and how long a fetch waits for the first.
 pub const FETCH_BATCH: usize = 8;
 pub const FETCH_WAIT: Duration = Duration::from_millis(100);
+/// Probability that the consumer starts only after the heal.
+pub const LATE_CONSUMER_PROBABILITY: f64 = 0.5;
 /// Pause after a failed fetch.
 pub const FETCH_PAUSE: Duration = Duration::from_millis(50);
 /// Bound on the consumer's fetches.
@@ -105,8 +107,15 @@ pub async fn run(seed: u64) -> SelfCheckRun {
     madsim::time::sleep(BOOT_WAIT).await;
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let consuming =
-        client_node("consumer", [10, 0, 21, 2]).spawn(consume(recorder.clone(), stop.clone(), seen.clone()));
+    // In half the seeds the consumer starts only after the heal: every acknowledged message
+    // must then have survived every restart on the broker's disk to be delivered at all (a
+    // consumer that fetches as it goes would have taken most of them before any crash).
+    let late = rng.gen_bool(LATE_CONSUMER_PROBABILITY);
+    let spawn_consumer = {
+        let (recorder, stop, seen) = (recorder.clone(), stop.clone(), seen.clone());
+        move || client_node("consumer", [10, 0, 21, 2]).spawn(consume(recorder, stop, seen))
+    };
+    let mut consuming = if late { None } else { Some(spawn_consumer.clone()()) };
     let publisher_rng = ChaCha8Rng::seed_from_u64(rng.r#gen());
     let publishing =
         client_node("publisher", [10, 0, 21, 1]).spawn(publish_all(publisher_rng, messages, recorder.clone()));
@@ -123,12 +132,16 @@ pub async fn run(seed: u64) -> SelfCheckRun {
         }
     };
     injector.heal();
+    let consuming = consuming.take().unwrap_or_else(spawn_consumer);
     let deadline = madsim::time::Instant::now() + DRAIN_MAX;
     loop {
         let acked = acknowledged(&recorder.events());
         let delivered: BTreeSet<String> =
             seen.lock().expect("not poisoned").iter().map(|s| s.event.event_id.to_string()).collect();
-        if acked.keys().all(|id| delivered.contains(id)) || madsim::time::Instant::now() >= deadline {
+        // Every acknowledged message, and as many messages as the stream stores.
+        let stored = disk.lock().expect("not poisoned").stored();
+        let drained = acked.keys().all(|id| delivered.contains(id)) && delivered.len() >= stored;
+        if drained || madsim::time::Instant::now() >= deadline {
             break;
         }
         madsim::time::sleep(DRAIN_POLL).await;
@@ -295,6 +308,12 @@ fn check(
     }
     let mut out = Vec::new();
     for (id, at) in acknowledged(history) {
+        let first = deliveries.get(&id).and_then(|list| list.iter().map(|s| s.at).min());
+        if let Some(first) = first
+            && outages.iter().any(|(_, up)| *up > at && first > *up)
+        {
+            crate::verdict::reached("jetstream-delivered-after-restart");
+        }
         if !deliveries.contains_key(&id) {
             out.push(Violation::new(
                 "dependency-contract",

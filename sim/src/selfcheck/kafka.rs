@@ -4,16 +4,21 @@
 //! `SimKafka` (the API's producer); a produce that fails is sometimes retried. A consumer polls
 //! through the same adapter as the worker does (`OrderConsumer`), "processes" each batch for a
 //! few milliseconds and commits it, and, like the worker, leaves and rejoins the group as a new
-//! member after any error: the new member resumes from the committed offsets. The broker is
+//! member after any error, or now and then without committing a batch it polled (a worker
+//! crashing between poll and commit): the new member resumes from the committed offsets. The broker is
 //! crashed and restarted once or twice meanwhile; its disk (`KafkaState`, created outside the
 //! node's init) survives. After the heal the consumer drains until every acknowledged order was
 //! delivered and everything is committed, or a bound passes.
 //!
-//! Checked: after every restart and at the end, the broker holds each partition's committed
-//! offset at least as far as the last commit acknowledged to the group; a poll never returns a
-//! message below an offset whose commit was acknowledged before the poll began; a poll never
-//! returns a message beyond the next one the group has not yet received on its partition (a
-//! skip); every acknowledged produce is delivered to the group.
+//! Checked: after every restart (once the broker runs again) and at the end, the broker holds
+//! each partition's committed offset at least as far as the last commit acknowledged to the
+//! group; a poll never returns a message below an offset whose commit was acknowledged before
+//! the poll began; a new member's first message on a partition is at most the highest offset a
+//! commit asked for (it resumes from the committed offset, not from where the group had read:
+//! the outcome `kafka-resumed-from-commit` counts the resumes that redeliver uncommitted
+//! messages, and `cargo sim` requires one); a poll never returns a message beyond the next one
+//! the group has not yet received on its partition (a skip); every acknowledged produce is
+//! delivered to the group.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +64,11 @@ pub const POLL_BATCH: usize = 4;
 pub const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Longest "processing" of a batch before its commit (milliseconds).
 pub const PROCESS_MS_MAX: u64 = 20;
+/// Probability that a member, having polled a batch, leaves without committing it (a worker
+/// crashing between poll and commit), while the faults last: the next member must get the batch
+/// again, from the committed offset. Not after the heal, so that the drain is not slowed by
+/// silent members holding partitions until the session timeout.
+pub const ABANDON_PROBABILITY: f64 = 0.15;
 /// Pause before rejoining after an error (the worker's is 500 ms).
 pub const REJOIN_PAUSE: Duration = Duration::from_millis(200);
 /// Bounds on the consumer: polls in all, members (joins) in all.
@@ -86,6 +96,9 @@ struct Group {
     committed: BTreeMap<i32, (i64, u64)>,
     /// Order ids delivered to the group.
     delivered: BTreeSet<String>,
+    /// Partition -> the highest offset any commit asked for, acknowledged or not: the broker's
+    /// committed offset is between `committed` and this.
+    asked: BTreeMap<i32, i64>,
 }
 
 /// Runs the self-check and checks it.
@@ -106,9 +119,11 @@ pub async fn run(seed: u64) -> SelfCheckRun {
     let stop = Arc::new(AtomicBool::new(false));
     let group: Arc<Mutex<Group>> = Arc::default();
     let consumer_rng = ChaCha8Rng::seed_from_u64(rng.r#gen());
+    let abandoning = Arc::new(AtomicBool::new(true));
     let consuming = client_node("consumer", [10, 1, 20, 2]).spawn(consume(
         recorder.clone(),
         stop.clone(),
+        abandoning.clone(),
         group.clone(),
         consumer_rng,
     ));
@@ -122,6 +137,7 @@ pub async fn run(seed: u64) -> SelfCheckRun {
         ));
     }
     injector.heal();
+    abandoning.store(false, Ordering::SeqCst);
     let deadline = madsim::time::Instant::now() + DRAIN_MAX;
     loop {
         let acked = acknowledged(&recorder.events());
@@ -181,6 +197,9 @@ async fn outages(
         injector.crash("kafka");
         madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_MS_MIN..=OUTAGE_MS_MAX))).await;
         injector.restart("kafka");
+        // The restarted node runs its init (and could lose offsets there) only once it is
+        // scheduled: compare after it has had time to start.
+        madsim::time::sleep(BOOT_WAIT).await;
         out.extend(committed_kept(disk, group, &format!("after its restart at {}", secs(trace::now_nanos()))));
     }
     out
@@ -260,18 +279,36 @@ async fn produce(producer: &SimKafka, recorder: &Recorder, process: &mut u64, or
 }
 
 /// The consumer: members one after the other, each polling and committing until an error.
-async fn consume(recorder: Recorder, stop: Arc<AtomicBool>, group: Arc<Mutex<Group>>, mut rng: ChaCha8Rng) {
-    let mut member = Member { recorder, group, process: CONSUMER_PROCESS, polls: 0, received: BTreeMap::new() };
+async fn consume(
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    abandoning: Arc<AtomicBool>,
+    group: Arc<Mutex<Group>>,
+    mut rng: ChaCha8Rng,
+) {
+    let mut member = Member {
+        recorder,
+        group,
+        process: CONSUMER_PROCESS,
+        polls: 0,
+        received: BTreeMap::new(),
+        resumed: BTreeSet::new(),
+    };
     for generation in 1..=MEMBERS_MAX {
         if stop.load(Ordering::SeqCst) || member.polls >= POLLS_MAX {
             break;
         }
         let mut consumer = SimKafka::connect().await;
+        member.resumed.clear();
         trace::record("kafka-check", &format!("member #{generation} joins the group"));
         while member.polls < POLLS_MAX && !stop.load(Ordering::SeqCst) {
             let Some(batch) = member.poll(&mut consumer, generation).await else { break };
             if batch.is_empty() {
                 continue;
+            }
+            if abandoning.load(Ordering::SeqCst) && rng.gen_bool(ABANDON_PROBABILITY) {
+                trace::record("kafka-check", &format!("member #{generation} leaves without committing its batch"));
+                break;
             }
             madsim::time::sleep(Duration::from_millis(rng.gen_range(0..=PROCESS_MS_MAX))).await;
             if !member.commit(&mut consumer, &batch).await {
@@ -290,6 +327,9 @@ struct Member {
     polls: usize,
     /// Partition -> the offset after the last message the group received (over every member).
     received: BTreeMap<i32, i64>,
+    /// Partitions this member has received a message of: its first one on a partition is where
+    /// the group resumed.
+    resumed: BTreeSet<i32>,
 }
 
 impl Member {
@@ -331,6 +371,23 @@ impl Member {
                         secs(at)
                     ));
                 }
+                // A new member resumes exactly from the committed offset: its first message on a
+                // partition is at most the highest offset a commit asked for (and, above, not
+                // below one acknowledged). Resuming from where the group had read instead skips
+                // what was received but never committed.
+                if self.resumed.insert(m.partition) {
+                    let asked = group.asked.get(&m.partition).copied().unwrap_or(0);
+                    if m.offset > asked {
+                        breaches.push(format!(
+                            "{what}: its first message on partition {}, but no commit ever asked past offset {asked}: the \
+                             group did not resume from its committed offset",
+                            m.partition
+                        ));
+                    }
+                    if m.offset < self.received.get(&m.partition).copied().unwrap_or(0) {
+                        crate::verdict::reached("kafka-resumed-from-commit");
+                    }
+                }
                 let expected = self.received.get(&m.partition).copied().unwrap_or(0);
                 if m.offset > expected {
                     breaches.push(format!(
@@ -357,6 +414,13 @@ impl Member {
             *offset = (*offset).max(m.offset + 1);
         }
         let offsets: Vec<Value> = next.iter().map(|(p, o)| json!([p, o])).collect();
+        {
+            let mut group = self.group.lock().expect("not poisoned");
+            for (partition, offset) in &next {
+                let asked = group.asked.entry(*partition).or_insert(0);
+                *asked = (*asked).max(*offset);
+            }
+        }
         let op = self.recorder.invoke(
             format!("commit-{}", self.polls),
             self.process,

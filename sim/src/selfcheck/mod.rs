@@ -76,7 +76,7 @@ impl SelfCheck {
                  and crashes are linearizable, and a gateway in the minority never commits"
             }
             SelfCheck::JetStream => {
-                "simulated JetStream: an acknowledged publish survives restarts, a duplicate message id is delivered \
+                "simulated JetStream: an acknowledged publish survives restarts, a duplicate message id is stored \
                  once"
             }
             SelfCheck::Kafka => {

@@ -1,6 +1,7 @@
 //! `redis-self-check`: the reservation script is atomic, and a restart empties Redis.
 //!
-//! Two rounds, each on the same product. A round sets the stock (3-12 items) through
+//! Two rounds, each on the same product. A round sets the stock (3-12 items, always at least two
+//! fewer than the reservations, so that a script that is not atomic can oversell) through
 //! `SimStockCache::set_stock`, then 6-10 clients, each on a node of its own, reserve at once
 //! through `SimStockCache::reserve` (the API's atomic script), one or two fresh idempotency keys
 //! each, with Redis's latency drawn (0, 2 or 10 ms) so that the requests overlap. Nothing fails in
@@ -112,9 +113,11 @@ fn key_of(round: usize, client: usize, n: usize) -> String {
 
 /// One round of concurrent reservations on a fresh stock, and its check.
 async fn reserve_round(round: usize, world: &World, rng: &mut ChaCha8Rng, recorder: &Recorder) -> Vec<Violation> {
-    let stock = rng.gen_range(STOCK_MIN..=STOCK_MAX);
     let clients = rng.gen_range(CLIENTS_MIN..=CLIENTS_MAX);
     let attempts: Vec<usize> = (0..clients).map(|_| rng.gen_range(1..=ATTEMPTS_PER_CLIENT_MAX)).collect();
+    // Fewer items than reservations, always: a script that is not atomic can then oversell.
+    let wanted = attempts.iter().sum::<usize>() as i64;
+    let stock = rng.gen_range(STOCK_MIN..=STOCK_MAX.min(wanted - 2).max(STOCK_MIN));
     let latency = LATENCIES_MS[rng.gen_range(0..LATENCIES_MS.len())];
     world.redis.knobs.lock().expect("not poisoned").latency = Duration::from_millis(latency);
     trace::record(
@@ -172,7 +175,13 @@ async fn reserve_round(round: usize, world: &World, rng: &mut ChaCha8Rng, record
             ),
         ));
     }
-    if total.unknown == 0 {
+    // No fault is on during a round (Redis restarts between rounds): every answer must come.
+    if total.unknown > 0 {
+        out.push(Violation::new(
+            "dependency-contract",
+            format!("{when}: {} reservations got no answer, with no fault on", total.unknown),
+        ));
+    } else {
         let expected = stock.min(attempted);
         if total.reserved != expected {
             out.push(Violation::new(
