@@ -263,12 +263,20 @@ enum Command {
         /// The model: bank, register, cas-register or kv.
         #[arg(long)]
         model: String,
-        /// The format: jsonl, jepsen-log or kv-edn (default: from the file's extension).
+        /// The format: jsonl, jepsen-log, kv-edn or jepsen-edn (a Jepsen store's history.edn; default: from
+        /// the file's extension).
         #[arg(long)]
         format: Option<String>,
         /// Search steps per file before the answer is unknown.
         #[arg(long)]
         budget: Option<u64>,
+        /// Wall time per file before the answer is unknown (e.g. 30s, 2m; default 60s).
+        #[arg(long, value_parser = check_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Memory the search may hold per file before the answer is unknown (e.g. 512MiB,
+        /// 2GiB; default 4GiB).
+        #[arg(long, value_parser = bytes)]
+        memory_max: Option<usize>,
         /// History files.
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
@@ -309,6 +317,32 @@ fn duration(value: &str) -> Result<std::time::Duration, String> {
     parse_duration(value, std::time::Duration::from_secs(3600))
 }
 
+/// A check's timeout: at most 24 hours.
+fn check_timeout(value: &str) -> Result<std::time::Duration, String> {
+    parse_duration(value, std::time::Duration::from_secs(24 * 3600))
+}
+
+/// `512MiB`, `2GiB`, `64KiB` or plain bytes: more than 0.
+fn bytes(value: &str) -> Result<usize, String> {
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let n: usize = number.parse().map_err(|_| format!("expected a size such as 512MiB or 2GiB, got {value:?}"))?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(format!("unknown unit {unit:?}: use KiB, MiB or GiB")),
+    };
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("the size must be more than 0".into()),
+        Some(size) => Ok(size),
+        None => Err(format!("{value} is too large")),
+    }
+}
+
 /// A soak's time budget: at most 24 hours.
 #[cfg(madsim)]
 fn budget(value: &str) -> Result<std::time::Duration, String> {
@@ -344,8 +378,13 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::Check { model, format, budget, files } => {
-            let budget = budget.map_or_else(checker::Budget::default, checker::Budget::steps);
+        Command::Check { model, format, budget, timeout, memory_max, files } => {
+            let default = checker::Budget::default();
+            let budget = checker::Budget {
+                steps_max: budget.unwrap_or(default.steps_max),
+                timeout: timeout.or(default.timeout),
+                memory_max: memory_max.or(default.memory_max),
+            };
             let mut out = std::io::stdout().lock();
             let code = checker::cli::run_check_with_budget(&model, format.as_deref(), &files, budget, &mut out);
             u8::try_from(code).unwrap_or(EXIT_USAGE)

@@ -5,36 +5,71 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::history::{EventKind, History, HistoryError, HistoryEvent};
 use crate::model::{Model, Partition};
 use crate::models::bank::bank_partitions;
 use crate::models::kv::kv_partitions;
 use crate::models::register::register_partitions;
-use crate::search::{SearchResult, search};
+use crate::search::{Limits, SearchResult, search};
 
 /// Search steps (nodes visited) per history when no budget is given. The hardest reference
 /// file (kv/c50-ok) needs about 2% of it; at 10 to 40 ns a step, spending it all takes
 /// seconds, not minutes.
 pub const STEPS_MAX_DEFAULT: u64 = 100_000_000;
 
-/// How much work a check may do before it answers [`Verdict::Unknown`].
+/// Wall time a check may take when no budget is given: a history that needs more answers
+/// unknown rather than keep a machine busy.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Memory the search's tables may hold when no budget is given: a sixth of a 24 GiB machine.
+pub const MEMORY_MAX_DEFAULT: usize = 4 << 30;
+
+/// How much work a check may do before it answers [`Verdict::Unknown`]. Each limit is enforced
+/// inside the search (time and memory every few thousand steps), so reaching one ends the check
+/// promptly with the limit named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// Search steps over all partitions of a history.
     pub steps_max: u64,
+    /// Wall time over all partitions (none: unbounded). Never set inside the simulator, whose
+    /// verdicts must not depend on how fast the machine is.
+    pub timeout: Option<Duration>,
+    /// Bytes the search's tables (its memo, above all) may hold at once (none: unbounded).
+    pub memory_max: Option<usize>,
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { steps_max: STEPS_MAX_DEFAULT }
+        Budget { steps_max: STEPS_MAX_DEFAULT, timeout: Some(TIMEOUT_DEFAULT), memory_max: Some(MEMORY_MAX_DEFAULT) }
     }
 }
 
 impl Budget {
-    /// A budget of `steps_max` search steps.
+    /// A budget of `steps_max` search steps only: deterministic (what the simulator uses).
     pub fn steps(steps_max: u64) -> Self {
-        Budget { steps_max }
+        Budget { steps_max, timeout: None, memory_max: None }
+    }
+}
+
+/// Which limit of a [`Budget`] ended a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Steps(u64),
+    Timeout(Duration),
+    Memory(usize),
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Steps(n) => write!(f, "the budget of {n} search steps ran out"),
+            Limit::Timeout(d) => write!(f, "the timeout of {d:?} was reached"),
+            Limit::Memory(bytes) if *bytes >= 1 << 20 => {
+                write!(f, "the memory limit of {} MiB was reached", bytes >> 20)
+            }
+            Limit::Memory(bytes) => write!(f, "the memory limit of {} KiB was reached", bytes >> 10),
+        }
     }
 }
 
@@ -45,10 +80,12 @@ pub enum Verdict {
     Ok,
     /// Not linearizable; the witness shows where.
     Violation(Box<Witness>),
-    /// The budget ran out before an answer (and no violation was found before).
+    /// A limit of the budget was reached before an answer (and no violation was found before).
     Unknown {
-        /// The partition being searched when the budget ran out.
+        /// The partition being searched when the limit was reached.
         partition: String,
+        /// Which limit.
+        limit: Limit,
     },
 }
 
@@ -223,14 +260,19 @@ pub fn check_history(model: ModelKind, history: &History, budget: Budget) -> Res
 pub fn check_partitions<M: Model>(history: &History, partitions: Vec<Partition<M>>, budget: Budget) -> Verdict {
     let mut order: Vec<usize> = (0..partitions.len()).collect();
     order.sort_by_key(|&p| partitions[p].operations.len());
-    let mut steps_left = budget.steps_max;
-    let mut unknown: Option<String> = None;
+    let mut limits = Limits::new(budget);
+    let mut unknown: Option<(String, Limit)> = None;
     for p in order {
         let partition = &partitions[p];
-        match search(&partition.model, &partition.operations, &mut steps_left) {
+        match search(&partition.model, &partition.operations, &mut limits) {
             SearchResult::Linearizable => {}
-            SearchResult::Unknown => {
-                unknown.get_or_insert_with(|| partition.label.clone());
+            SearchResult::Unknown(limit) => {
+                unknown.get_or_insert_with(|| (partition.label.clone(), limit));
+                // Time is spent for good: no other partition can be searched (memory is per
+                // partition; spent steps make the others unknown at once).
+                if matches!(limit, Limit::Timeout(_)) {
+                    break;
+                }
             }
             SearchResult::Illegal(deepest) => {
                 let op = |index: usize| {
@@ -256,7 +298,7 @@ pub fn check_partitions<M: Model>(history: &History, partitions: Vec<Partition<M
         }
     }
     match unknown {
-        Some(partition) => Verdict::Unknown { partition },
+        Some((partition, limit)) => Verdict::Unknown { partition, limit },
         None => Verdict::Ok,
     }
 }

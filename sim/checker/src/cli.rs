@@ -19,7 +19,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNKNOWN: i32 = 3;
 
 /// Checks `files` with `model` (bank, register, cas-register, kv) and the default budget.
-/// `format` (jsonl, jepsen-log, kv-edn) defaults from each file's extension (`.jsonl`, `.log`,
+/// `format` (jsonl, jepsen-log, kv-edn, jepsen-edn) defaults from each file's extension (`.jsonl`, `.log`,
 /// `.txt`/`.edn`), else from the model (jsonl; kv-edn for kv).
 ///
 /// Prints `FILE: linearizable`, `FILE: not linearizable` followed by the witness indented, or
@@ -76,12 +76,9 @@ fn check_files(
         let verdict = check_history(model, &history, budget).map_err(|e| format!("{}: {e}", file.display()))?;
         let written = match &verdict {
             Verdict::Ok => writeln!(out, "{}: linearizable", file.display()),
-            Verdict::Unknown { partition } => writeln!(
-                out,
-                "{}: unknown\n    budget of {} steps spent in {partition}",
-                file.display(),
-                budget.steps_max
-            ),
+            Verdict::Unknown { partition, limit } => {
+                writeln!(out, "{}: unknown\n    {limit} while checking {partition}", file.display())
+            }
             Verdict::Violation(witness) => {
                 let indented = witness.to_string().replace('\n', "\n    ");
                 writeln!(out, "{}: not linearizable\n    {indented}", file.display())

@@ -34,7 +34,10 @@ pub mod models;
 pub mod read;
 mod search;
 
-pub use check::{Budget, ModelKind, STEPS_MAX_DEFAULT, Verdict, Witness, WitnessOp, check_history, check_partitions};
+pub use check::{
+    Budget, Limit, MEMORY_MAX_DEFAULT, ModelKind, STEPS_MAX_DEFAULT, TIMEOUT_DEFAULT, Verdict, Witness, WitnessOp,
+    check_history, check_partitions,
+};
 pub use cli::run_check;
 pub use history::{EventKind, History, HistoryError, HistoryEvent};
 pub use model::{Model, Operation, Partition};

@@ -171,6 +171,20 @@ impl<S: Eq + Clone> Memo<S> {
         }
     }
 
+    /// Bytes its tables hold (their capacities; a state's own heap, if any, is not counted).
+    pub(crate) fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.slots.capacity() * size_of::<u32>()
+            + self.hashes.capacity() * size_of::<u64>()
+            + self.states.capacity() * size_of::<S>()
+            + self.bits.capacity() * size_of::<u64>()
+            + self.heads.capacity() * size_of::<u32>()
+            + self.sets.capacity() * size_of::<u64>()
+            + self.sets_next.capacity() * size_of::<u32>()
+            + self.sets_done.capacity() * size_of::<bool>()
+            + self.sets_entry.capacity() * size_of::<u32>()
+    }
+
     /// Number of (returning set, state) pairs stored.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -13,9 +13,50 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
+use crate::check::{Budget, Limit};
 use crate::memo::{Memo, NO_MEMO, fx_hash, zobrist_keys};
 use crate::model::{Model, Operation};
+
+/// The search looks at the clock and at its memory every this many steps (a power of two):
+/// often enough to stop within milliseconds, rarely enough to cost nothing measurable.
+pub(crate) const LIMITS_EVERY: u64 = 4096;
+const _: () = assert!(LIMITS_EVERY.is_power_of_two());
+
+/// What a check may still spend: the steps left, and its budget's deadline and memory bound.
+/// Shared by the partitions of one history.
+pub(crate) struct Limits {
+    steps_left: u64,
+    steps_max: u64,
+    deadline: Option<(Instant, Duration)>,
+    memory_max: Option<usize>,
+}
+
+impl Limits {
+    pub(crate) fn new(budget: Budget) -> Limits {
+        Limits {
+            steps_left: budget.steps_max,
+            steps_max: budget.steps_max,
+            // The clock is read only when a timeout is set: the simulator's checks never read it.
+            deadline: budget.timeout.map(|t| (Instant::now() + t, t)),
+            memory_max: budget.memory_max,
+        }
+    }
+
+    /// The limit reached, if any, by a search whose tables hold `bytes`.
+    fn reached(&self, bytes: usize) -> Option<Limit> {
+        if let Some(max) = self.memory_max
+            && bytes > max
+        {
+            return Some(Limit::Memory(max));
+        }
+        match self.deadline {
+            Some((at, timeout)) if Instant::now() >= at => Some(Limit::Timeout(timeout)),
+            _ => None,
+        }
+    }
+}
 
 /// Marks "no node".
 const NONE: u32 = u32::MAX;
@@ -37,8 +78,8 @@ const _: () = assert!(RUN_LENGTHS_MAX[RUN_LENGTHS_MAX.len() - 1] == usize::MAX);
 pub(crate) enum SearchResult<S> {
     Linearizable,
     Illegal(Deepest<S>),
-    /// The step budget ran out first.
-    Unknown,
+    /// A limit of the budget was reached first.
+    Unknown(Limit),
 }
 
 /// The furthest point the search reached in real time before it had to give up: the operations
@@ -260,8 +301,8 @@ struct Frame<S> {
     window_end: u32,
 }
 
-/// Searches for a linearization of `operations`, spending at most `*steps_left` steps (one per
-/// node visited or backtrack) and deducting what it spent.
+/// Searches for a linearization of `operations`, spending at most the steps left in `limits`
+/// (one per node visited or backtrack, deducted) and stopping at its deadline or memory bound.
 ///
 /// A quick path handles partitions whose operations never overlap. Otherwise the search runs
 /// with longer and longer runs of unknown outcomes allowed ([`RUN_LENGTHS_MAX`]); a search
@@ -269,13 +310,13 @@ struct Frame<S> {
 pub(crate) fn search<M: Model>(
     model: &M,
     operations: &[Operation<M::Input, M::Output>],
-    steps_left: &mut u64,
+    limits: &mut Limits,
 ) -> SearchResult<M::State> {
-    if let Some(result) = sequential(model, operations, steps_left) {
+    if let Some(result) = sequential(model, operations, limits) {
         return result;
     }
     for &run_max in RUN_LENGTHS_MAX {
-        match search_runs(model, operations, steps_left, run_max) {
+        match search_runs(model, operations, limits, run_max) {
             (SearchResult::Illegal(_), true) => {}
             (result, _) => return result,
         }
@@ -297,7 +338,7 @@ pub(crate) fn search<M: Model>(
 fn search_runs<M: Model>(
     model: &M,
     operations: &[Operation<M::Input, M::Output>],
-    steps_left: &mut u64,
+    limits: &mut Limits,
     run_max: usize,
 ) -> (SearchResult<M::State>, bool) {
     let mut entries = Entries::new(operations);
@@ -334,7 +375,7 @@ fn search_runs<M: Model>(
     let mut stack: Vec<Frame<M::State>> = Vec::new();
     let mut deepest: Option<Deepest<M::State>> = None;
     let mut deepest_returns = 0usize;
-    let mut steps = *steps_left;
+    let mut steps = limits.steps_left;
 
     // Each new configuration is scanned once per phase: the first two over the list of
     // operations that return, up to its first return (`window_end`), the last over the
@@ -354,9 +395,15 @@ fn search_runs<M: Model>(
             break SearchResult::Linearizable;
         }
         if steps == 0 {
-            break SearchResult::Unknown;
+            break SearchResult::Unknown(Limit::Steps(limits.steps_max));
         }
         steps -= 1;
+        if steps & (LIMITS_EVERY - 1) == 0 {
+            let bytes = memo.bytes() + stack.capacity() * std::mem::size_of::<Frame<M::State>>();
+            if let Some(limit) = limits.reached(bytes) {
+                break SearchResult::Unknown(limit);
+            }
+        }
         if backtracking {
             let Some(frame) = stack.pop() else {
                 let witness = deepest.take().unwrap_or_else(|| {
@@ -503,7 +550,7 @@ fn search_runs<M: Model>(
         phase = Phase::Reads;
         entry = entries.next[HEAD as usize];
     };
-    *steps_left = steps;
+    limits.steps_left = steps;
     (result, limited)
 }
 
@@ -570,7 +617,7 @@ fn run_needed<M: Model>(
 fn sequential<M: Model>(
     model: &M,
     operations: &[Operation<M::Input, M::Output>],
-    steps_left: &mut u64,
+    limits: &mut Limits,
 ) -> Option<SearchResult<M::State>> {
     if operations.iter().any(|o| o.output.is_none()) {
         return None;
@@ -586,10 +633,10 @@ fn sequential<M: Model>(
     }
     let mut state = model.init();
     for (done, &op) in order.iter().enumerate() {
-        if *steps_left == 0 {
-            return Some(SearchResult::Unknown);
+        if limits.steps_left == 0 {
+            return Some(SearchResult::Unknown(Limit::Steps(limits.steps_max)));
         }
-        *steps_left -= 1;
+        limits.steps_left -= 1;
         let operation = &operations[op];
         match model.step(&state, &operation.input, operation.output.as_ref()) {
             Some(next) => state = next,

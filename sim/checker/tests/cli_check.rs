@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use checker::cli::{EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE, EXIT_VIOLATION, run_check_with_budget};
 use checker::read::{Format, read_history};
-use checker::{Budget, ModelKind, Verdict, check_history, run_check};
+use checker::{Budget, Limit, ModelKind, Verdict, check_history, run_check};
 
 fn reference(file: &str) -> PathBuf {
     let dir = match std::env::var_os("TESTBED_PORCUPINE_DIR") {
@@ -95,6 +95,30 @@ fn usage_errors() {
     assert!(out.contains("line 1"), "{out}");
 }
 
+/// Goal: time and memory bound the search itself (issue 20): reaching either answers unknown,
+/// naming the limit, however many steps are left. Method: kv/c50-ok (about two million steps
+/// to accept) with an unbounded step budget and a timeout of one nanosecond (reached at the
+/// first look at the clock), then with a memory bound of 64 KiB (its memo grows far past it).
+#[test]
+fn timeout_and_memory_limits_end_the_search_with_unknown() {
+    let kv = read_history(&reference("kv/c50-ok.txt"), Format::KvEdn).unwrap();
+    let unbounded = Budget { steps_max: u64::MAX, timeout: None, memory_max: None };
+    let timeout = std::time::Duration::from_nanos(1);
+    let verdict = check_history(ModelKind::Kv, &kv, Budget { timeout: Some(timeout), ..unbounded }).unwrap();
+    assert!(matches!(verdict, Verdict::Unknown { limit: Limit::Timeout(t), .. } if t == timeout), "{verdict:?}");
+    let verdict = check_history(ModelKind::Kv, &kv, Budget { memory_max: Some(64 << 10), ..unbounded }).unwrap();
+    assert!(matches!(verdict, Verdict::Unknown { limit: Limit::Memory(m), .. } if m == 64 << 10), "{verdict:?}");
+    // The default budget bounds all three, and this file is well within it.
+    assert_eq!(check_history(ModelKind::Kv, &kv, Budget::default()).unwrap(), Verdict::Ok);
+    let mut out = Vec::new();
+    let file = reference("kv/c50-ok.txt");
+    let budget = Budget { memory_max: Some(64 << 10), ..unbounded };
+    let code = run_check_with_budget("kv", None, std::slice::from_ref(&file), budget, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, EXIT_UNKNOWN, "{out}");
+    assert!(out.contains("the memory limit of 64 KiB was reached while checking"), "{out}");
+}
+
 #[test]
 fn tiny_budget_yields_unknown_on_a_hard_file() {
     // etcd_057 needs several thousand steps to refute; kv/c50-ok about two million to accept.
@@ -102,7 +126,7 @@ fn tiny_budget_yields_unknown_on_a_hard_file() {
     let hard = reference("jepsen/etcd_057.log");
     let history = read_history(&hard, Format::JepsenLog).unwrap();
     let verdict = check_history(ModelKind::CasRegister, &history, tiny).unwrap();
-    assert_eq!(verdict, Verdict::Unknown { partition: "cas-register".into() });
+    assert_eq!(verdict, Verdict::Unknown { partition: "cas-register".into(), limit: Limit::Steps(2000) });
     let verdict = check_history(ModelKind::CasRegister, &history, Budget::default()).unwrap();
     assert!(matches!(verdict, Verdict::Violation(_)), "{verdict:?}");
     let kv = read_history(&reference("kv/c50-ok.txt"), Format::KvEdn).unwrap();

@@ -244,7 +244,7 @@ pub fn linearizable(history: &[HistoryEvent]) -> Vec<Violation> {
     {
         Ok(checker::Verdict::Ok) => Vec::new(),
         Ok(checker::Verdict::Violation(witness)) => vec![Violation::new("linearizability", witness.to_string())],
-        Ok(checker::Verdict::Unknown { partition }) => vec![Violation::new(
+        Ok(checker::Verdict::Unknown { partition, .. }) => vec![Violation::new(
             "linearizability",
             format!("unknown: the check's budget of {LINEARIZABILITY_STEPS_MAX} steps ran out on {partition}"),
         )],

@@ -399,7 +399,7 @@ fn linearizable(history: &[HistoryEvent], keys: usize) -> Vec<Violation> {
                 trace::record("checker", &format!("{stream}: linearizable ({operations} operations)"));
             }
             // A history that cannot be checked proves nothing: reported, as the ledger's check does.
-            Ok(Verdict::Unknown { partition }) => out.push(Violation::new(
+            Ok(Verdict::Unknown { partition, .. }) => out.push(Violation::new(
                 "linearizability",
                 format!(
                     "register {stream}: unknown, the check's budget of {CHECK_STEPS_MAX} steps ran out on {partition} \

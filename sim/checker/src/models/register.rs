@@ -1,6 +1,6 @@
 //! The register models: a read/write register, and the compare-and-set register of Jepsen's
-//! etcd test (porcupine's `etcdModel`), with the translation of a history into their one
-//! partition.
+//! etcd test (porcupine's `etcdModel`), with the translation of a history into their
+//! partitions: one, or one per key of a `jepsen.independent` history.
 //!
 //! Semantics (histories/porcupine/README.md): the register starts as nil; `read` returns the
 //! value; `write` sets it; `cas [from to]` sets `to` when the value is `from`, and a `fail`
@@ -95,26 +95,41 @@ impl Model for RegisterModel {
     }
 }
 
-/// Translates a history into the single partition of a register (`cas`: a cas-register).
+/// Translates a history into the partitions of a register (`cas`: a cas-register): one, or one
+/// per key for a `jepsen.independent` history, whose every value is a `[key value]` tuple (a
+/// read invoked as `[k nil]` and answered `[k v]`, a write `[k v]`, a cas `[k [from to]]`).
+/// Independent keys are independent registers, so each is checked alone and a witness names
+/// its key (partition `cas-register key K`); read as one register they would be a false alarm.
 ///
 /// # Errors
 /// [`HistoryError`] when the history is malformed, uses a function the model lacks, or a
 /// value has the wrong shape (a cas value must be `[from, to]`).
 pub fn register_partitions(history: &History, cas: bool) -> Result<Vec<Partition<RegisterModel>>, HistoryError> {
     let model_name = if cas { "cas-register" } else { "register" };
-    let mut values = Interner::new("nil");
-    let mut intern =
-        |value: &serde_json::Value| -> u32 { if value.is_null() { NIL } else { values.intern(&value.to_string()) } };
-    let mut operations = Vec::new();
-    for op in op_events(history)? {
+    let ops = op_events(history)?;
+    let independent = is_independent(&ops);
+    // Key -> the key's values and operations (one entry, key "", when not independent).
+    let mut parts: std::collections::BTreeMap<String, (Interner, Vec<Operation<RegisterInput, RegisterOutput>>)> =
+        std::collections::BTreeMap::new();
+    for op in ops {
+        let (key, invoke_value) = if independent {
+            let tuple = op.invoke.value.as_ref().and_then(|v| v.as_array()).expect("checked by is_independent");
+            (tuple[0].to_string(), Some(&tuple[1]))
+        } else {
+            (String::new(), op.invoke.value.as_ref())
+        };
+        let (values, operations) = parts.entry(key).or_insert_with(|| (Interner::new("nil"), Vec::new()));
+        let mut intern = |value: &serde_json::Value| -> u32 {
+            if value.is_null() { NIL } else { values.intern(&value.to_string()) }
+        };
         let input = match op.invoke.f.as_str() {
             "read" => RegisterInput::Read,
             "write" => {
-                let value = op.invoke.value.as_ref().ok_or_else(|| bad_field(op.line, "a write needs a value"))?;
+                let value = invoke_value.ok_or_else(|| bad_field(op.line, "a write needs a value"))?;
                 RegisterInput::Write(intern(value))
             }
             "cas" if cas => {
-                let pair = op.invoke.value.as_ref().and_then(|v| v.as_array()).filter(|a| a.len() == 2);
+                let pair = invoke_value.and_then(|v| v.as_array()).filter(|a| a.len() == 2);
                 let Some(pair) = pair else {
                     return Err(bad_field(op.line, "a cas value must be [from, to]"));
                 };
@@ -134,6 +149,15 @@ pub fn register_partitions(history: &History, cas: bool) -> Result<Vec<Partition
                     .value
                     .as_ref()
                     .ok_or_else(|| bad_field(op.completion_line, "an ok read needs a value (null for nil)"))?;
+                let value = if independent {
+                    let tuple = value.as_array().filter(|a| a.len() == 2);
+                    let Some(tuple) = tuple else {
+                        return Err(bad_field(op.completion_line, "an independent read answers [key value]"));
+                    };
+                    &tuple[1]
+                } else {
+                    value
+                };
                 Some(RegisterOutput::Read(intern(value)))
             }
             (Some(EventKind::Ok), RegisterInput::Write(_)) => Some(RegisterOutput::Write),
@@ -144,7 +168,32 @@ pub fn register_partitions(history: &History, cas: bool) -> Result<Vec<Partition
         };
         operations.push(Operation { input, output, invoke: op.invoke_index, completion: op.completion_index });
     }
-    Ok(vec![Partition { label: model_name.to_string(), model: RegisterModel { cas, values }, operations }])
+    if parts.is_empty() {
+        parts.insert(String::new(), (Interner::new("nil"), Vec::new()));
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(key, (values, operations))| Partition {
+            label: if independent { format!("{model_name} key {key}") } else { model_name.to_string() },
+            model: RegisterModel { cas, values },
+            operations,
+        })
+        .collect())
+}
+
+/// Whether a history is `jepsen.independent`'s: every invoke's value is a `[key value]` tuple,
+/// a cas's value being `[key [from to]]`. A plain cas-register's cas is `[from to]` with a
+/// scalar `to`, and its reads are invoked with nil, so it is never taken for one.
+fn is_independent(ops: &[crate::models::OpEvents<'_>]) -> bool {
+    !ops.is_empty()
+        && ops.iter().all(|op| {
+            let tuple = op.invoke.value.as_ref().and_then(|v| v.as_array()).filter(|a| a.len() == 2);
+            match (op.invoke.f.as_str(), tuple) {
+                ("cas", Some(tuple)) => tuple[1].as_array().is_some_and(|pair| pair.len() == 2),
+                (_, Some(tuple)) => !tuple[0].is_array() && !tuple[0].is_object(),
+                (_, None) => false,
+            }
+        })
 }
 
 #[cfg(test)]

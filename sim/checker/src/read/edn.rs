@@ -249,13 +249,75 @@ pub fn parse_kv_edn(text: &str) -> Result<History, ReadError> {
         let Edn::Map(entries) = value else {
             return Err(syntax(number, "expected a map {...}"));
         };
-        history.events.push(event_from_map(&entries, number)?);
+        history.events.push(event_from_map(&entries, number, false)?.expect("kv events are all kept"));
         history.lines.push(number);
     }
     Ok(history)
 }
 
-fn event_from_map(entries: &[(Edn, Edn)], line: usize) -> Result<HistoryEvent, ReadError> {
+/// The tag of the records newer Jepsen versions write into `history.edn`.
+const OP_TAG: &str = "#jepsen.history.Op";
+
+/// Parses a Jepsen `history.edn`: op maps one per line, or one vector of op maps (over any
+/// number of lines); a map may be tagged `#jepsen.history.Op`. Events of non-client processes
+/// (a keyword `:process`, such as `:nemesis`) are skipped; an `:error` of any shape is kept as
+/// its text. Lines are line numbers for one map per line, positions in the vector otherwise.
+///
+/// # Errors
+/// [`ReadError::Syntax`] naming the first map that is not an op (or line 1 for a vector that
+/// does not parse), or when the file holds no op at all.
+pub fn parse_jepsen_edn(text: &str) -> Result<History, ReadError> {
+    let untagged = text.replace(OP_TAG, "");
+    let mut history = History::default();
+    let push = |entries: &[(Edn, Edn)], line: usize, history: &mut History| -> Result<(), ReadError> {
+        if let Some(event) = event_from_map(entries, line, true)? {
+            history.events.push(event);
+            history.lines.push(line);
+        }
+        Ok(())
+    };
+    let mut ops = 0;
+    if untagged.trim_start().starts_with('[') {
+        let mut parser = Parser::new(&untagged);
+        let value = parser.value().map_err(|m| syntax(1, m))?;
+        if !parser.at_end() {
+            return Err(syntax(1, "text after the vector of ops"));
+        }
+        let Edn::Vector(items) = value else { unreachable!("it starts with [") };
+        for (index, item) in items.iter().enumerate() {
+            let Edn::Map(entries) = item else {
+                return Err(syntax(index + 1, "expected an op map {...} in the vector"));
+            };
+            ops += 1;
+            push(entries, index + 1, &mut history)?;
+        }
+    } else {
+        for (index, line) in untagged.lines().enumerate() {
+            let number = index + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut parser = Parser::new(line);
+            let value = parser.value().map_err(|m| syntax(number, m))?;
+            if !parser.at_end() {
+                return Err(syntax(number, "text after the map"));
+            }
+            let Edn::Map(entries) = value else {
+                return Err(syntax(number, "expected an op map {...}"));
+            };
+            ops += 1;
+            push(&entries, number, &mut history)?;
+        }
+    }
+    if ops == 0 {
+        return Err(syntax(1, "no op: not a Jepsen history"));
+    }
+    Ok(history)
+}
+
+/// The event of one op map; `None` for a non-client process's op when `jepsen` (a Jepsen
+/// history, whose `:error` may be any value).
+fn event_from_map(entries: &[(Edn, Edn)], line: usize, jepsen: bool) -> Result<Option<HistoryEvent>, ReadError> {
     let get = |name: &str| entries.iter().find(|(k, _)| matches!(k, Edn::Keyword(n) if n == name)).map(|(_, v)| v);
     let integer = |name: &str| -> Result<Option<u64>, ReadError> {
         match get(name) {
@@ -274,6 +336,9 @@ fn event_from_map(entries: &[(Edn, Edn)], line: usize) -> Result<HistoryEvent, R
             Some(other) => Err(syntax(line, format!(":{name} must be a string, found {other:?}"))),
         }
     };
+    if jepsen && matches!(get("process"), Some(Edn::Keyword(_))) {
+        return Ok(None);
+    }
     let process = integer("process")?.ok_or_else(|| syntax(line, "missing :process"))?;
     let kind = match get("type") {
         Some(Edn::Keyword(k)) => event_kind(k).ok_or_else(|| syntax(line, format!("unknown :type :{k}")))?,
@@ -285,7 +350,12 @@ fn event_from_map(entries: &[(Edn, Edn)], line: usize) -> Result<HistoryEvent, R
     event.key = text("key")?;
     event.to = text("to")?;
     event.balance = text("balance")?;
-    event.error = text("error")?;
+    event.error = match get("error") {
+        Some(Edn::Vector(_) | Edn::Map(_) | Edn::Bool(_)) if jepsen => {
+            Some(get("error").expect("matched").to_json().map_err(|m| syntax(line, m))?.to_string())
+        }
+        _ => text("error")?,
+    };
     match get("value") {
         None => {}
         Some(Edn::Keyword(k)) if matches!(kind, EventKind::Fail | EventKind::Info) && event.error.is_none() => {
@@ -293,7 +363,7 @@ fn event_from_map(entries: &[(Edn, Edn)], line: usize) -> Result<HistoryEvent, R
         }
         Some(v) => event.value = Some(v.to_json().map_err(|m| syntax(line, m))?),
     }
-    Ok(event)
+    Ok(Some(event))
 }
 
 #[cfg(test)]

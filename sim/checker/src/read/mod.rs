@@ -14,7 +14,7 @@ mod edn;
 mod jepsen;
 mod jsonl;
 
-pub use edn::parse_kv_edn;
+pub use edn::{parse_jepsen_edn, parse_kv_edn};
 pub use jepsen::parse_jepsen_log;
 pub use jsonl::parse_jsonl;
 
@@ -27,11 +27,14 @@ pub enum Format {
     JepsenLog,
     /// EDN maps, one per line, as in porcupine's `test_data/kv`.
     KvEdn,
+    /// A Jepsen store's `history.edn`: op maps one per line, or one vector of them, records
+    /// tagged `#jepsen.history.Op` or not; non-client processes (`:nemesis`) skipped.
+    JepsenEdn,
 }
 
 impl Format {
     /// Every format, for usage messages.
-    pub const ALL: [Format; 3] = [Format::Jsonl, Format::JepsenLog, Format::KvEdn];
+    pub const ALL: [Format; 4] = [Format::Jsonl, Format::JepsenLog, Format::KvEdn, Format::JepsenEdn];
 
     /// The name the CLI uses.
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::JepsenLog => "jepsen-log",
             Format::KvEdn => "kv-edn",
+            Format::JepsenEdn => "jepsen-edn",
         }
     }
 
@@ -61,6 +65,7 @@ impl Format {
             Format::Jsonl => parse_jsonl(text),
             Format::JepsenLog => parse_jepsen_log(text),
             Format::KvEdn => parse_kv_edn(text),
+            Format::JepsenEdn => parse_jepsen_edn(text),
         }
     }
 }
