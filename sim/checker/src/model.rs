@@ -37,6 +37,15 @@ pub trait Model {
 
     /// A human description of a state, for witnesses (`register = 3`).
     fn describe_state(&self, state: &Self::State) -> String;
+
+    /// A cheap necessary condition, tried before the search: an operation that can take effect
+    /// in no linearization whatever the order (a read of a value no operation ever wrote), if
+    /// any. The partition is then not linearizable, and the witness blocks on it. The default,
+    /// `None`, is always sound; a model overrides it only with a rule it can prove.
+    fn impossible(&self, operations: &[Operation<Self::Input, Self::Output>]) -> Option<usize> {
+        let _ = operations;
+        None
+    }
 }
 
 /// One operation of a partition, as the search sees it.

@@ -312,6 +312,14 @@ pub(crate) fn search<M: Model>(
     operations: &[Operation<M::Input, M::Output>],
     limits: &mut Limits,
 ) -> SearchResult<M::State> {
+    if let Some(op) = model.impossible(operations) {
+        return SearchResult::Illegal(Deepest {
+            linearized: Vec::new(),
+            state: model.init(),
+            pending: vec![op],
+            blocking: op,
+        });
+    }
     if let Some(result) = sequential(model, operations, limits) {
         return result;
     }

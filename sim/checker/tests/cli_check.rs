@@ -142,3 +142,33 @@ fn tiny_budget_yields_unknown_on_a_hard_file() {
     let code = run_check_with_budget("cas-register", None, &[hard, reference("jepsen/etcd_001.log")], tiny, &mut out);
     assert_eq!(code, EXIT_VIOLATION);
 }
+
+/// Goal: a read of a value nobody wrote is refuted before the search (issue 20), however many
+/// `info` writes the history holds. Method: 1,000 cas-register operations over 5 processes, a
+/// tenth of the writes `info`, then one read of a value never written; the verdict blocks on
+/// that read.
+#[test]
+fn a_read_of_a_never_written_value_is_refuted_before_the_search() {
+    let mut log = String::new();
+    for i in 0..1000u64 {
+        let p = i % 5;
+        if i % 2 == 0 {
+            let outcome = if i % 20 == 0 { "info" } else { "ok" };
+            log.push_str(&format!("INFO  jepsen.util - {p}\t:invoke\t:write\t{i}\n"));
+            log.push_str(&format!("INFO  jepsen.util - {p}\t:{outcome}\t:write\t{i}\n"));
+        } else {
+            log.push_str(&format!("INFO  jepsen.util - {p}\t:invoke\t:read\tnil\n"));
+            log.push_str(&format!("INFO  jepsen.util - {p}\t:ok\t:read\t{}\n", i - 1));
+        }
+    }
+    log.push_str("INFO  jepsen.util - 7\t:invoke\t:read\tnil\nINFO  jepsen.util - 7\t:ok\t:read\t99999\n");
+    let history = Format::JepsenLog.parse(&log).unwrap();
+    match check_history(ModelKind::CasRegister, &history, Budget::default()).unwrap() {
+        Verdict::Violation(witness) => {
+            let blocking = &witness.pending[witness.blocking];
+            assert_eq!(blocking.completion.as_ref().and_then(|c| c.value.clone()), Some(serde_json::json!(99999)));
+            assert_eq!(witness.linearized, 0, "refuted before the search: {witness}");
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}

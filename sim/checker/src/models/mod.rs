@@ -42,6 +42,11 @@ impl Interner {
     pub(crate) fn text(&self, id: u32) -> &str {
         &self.texts[id as usize]
     }
+
+    /// Distinct values interned (ids are `0..len`).
+    pub(crate) fn len(&self) -> usize {
+        self.texts.len()
+    }
 }
 
 /// The events of one operation, with the line of its invoke for error messages.

@@ -93,6 +93,27 @@ impl Model for RegisterModel {
     fn describe_state(&self, state: &u32) -> String {
         format!("register = {}", self.values.text(*state))
     }
+
+    /// A read that returned a value, or a compare-and-set that succeeded from a value, that no
+    /// write or compare-and-set of the partition ever wrote (`ok` or `info`: an `info` may have
+    /// taken effect) and that is not the initial nil. The register only ever holds nil or a
+    /// written value, so no order explains it. Linear in the operations; it answers at once
+    /// where the search would try every placement of every `info` write first.
+    fn impossible(&self, operations: &[Operation<RegisterInput, RegisterOutput>]) -> Option<usize> {
+        let mut written = vec![false; self.values.len()];
+        written[NIL as usize] = true;
+        for operation in operations {
+            match operation.input {
+                RegisterInput::Write(v) | RegisterInput::Cas { to: v, .. } => written[v as usize] = true,
+                RegisterInput::Read => {}
+            }
+        }
+        operations.iter().position(|operation| match (operation.input, &operation.output) {
+            (RegisterInput::Read, Some(RegisterOutput::Read(v))) => !written[*v as usize],
+            (RegisterInput::Cas { from, .. }, Some(RegisterOutput::Cas(true))) => !written[from as usize],
+            _ => false,
+        })
+    }
 }
 
 /// Translates a history into the partitions of a register (`cas`: a cas-register): one, or one
