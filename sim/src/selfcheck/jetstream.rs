@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use services::ports::ledger::{Delivery, EventConsumer, EventPublisher, RecordedEvent};
 use uuid::Uuid;
 
-use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, secs};
+use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, outage, secs};
 use crate::faults::{Injector, Targets};
 use crate::history::{EventKind, HistoryEvent};
 use crate::ledger::jetstream::{self, JetStreamState, SimBus};
@@ -168,12 +168,8 @@ async fn outages(injector: &Injector, rng: &mut ChaCha8Rng) -> Vec<(u64, u64)> {
     let count = rng.gen_range(OUTAGES_MIN..=OUTAGES_MAX);
     let mut windows = Vec::new();
     for _ in 0..count {
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX))).await;
-        injector.crash("nats");
-        let down = trace::now_nanos();
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_MS_MIN..=OUTAGE_MS_MAX))).await;
-        injector.restart("nats");
-        windows.push((down, trace::now_nanos()));
+        let after = OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX;
+        windows.push(outage(injector, rng, "nats", after, OUTAGE_MS_MIN..=OUTAGE_MS_MAX).await);
     }
     windows
 }

@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use services::ports::orders::{OrderConsumer, OrderProducer, QueueError, QueuedOrder};
 
-use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, secs};
+use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, outage, secs};
 use crate::faults::{Injector, Targets};
 use crate::history::{EventKind, HistoryEvent};
 use crate::orders::deps::{self, KafkaState, SimKafka};
@@ -193,10 +193,7 @@ async fn outages(
     let count = rng.gen_range(OUTAGES_MIN..=OUTAGES_MAX);
     let mut out = Vec::new();
     for _ in 0..count {
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX))).await;
-        injector.crash("kafka");
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_MS_MIN..=OUTAGE_MS_MAX))).await;
-        injector.restart("kafka");
+        outage(injector, rng, "kafka", OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX, OUTAGE_MS_MIN..=OUTAGE_MS_MAX).await;
         // The restarted node runs its init (and could lose offsets there) only once it is
         // scheduled: compare after it has had time to start.
         madsim::time::sleep(BOOT_WAIT).await;

@@ -128,6 +128,24 @@ pub async fn run(check: SelfCheck, seed: u64) -> SelfCheckRun {
     }
 }
 
+/// One scripted outage of `node`: crashed after a pause drawn from `after_ms`, restarted a
+/// time drawn from `lasts_ms` later. Returns when it went down and came back (nanoseconds).
+pub(crate) async fn outage(
+    injector: &Injector,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    node: &str,
+    after_ms: std::ops::RangeInclusive<u64>,
+    lasts_ms: std::ops::RangeInclusive<u64>,
+) -> (u64, u64) {
+    use rand::Rng;
+    madsim::time::sleep(Duration::from_millis(rng.gen_range(after_ms))).await;
+    injector.crash(node);
+    let down = trace::now_nanos();
+    madsim::time::sleep(Duration::from_millis(rng.gen_range(lasts_ms))).await;
+    injector.restart(node);
+    (down, trace::now_nanos())
+}
+
 /// Simulated time as the messages print it: `1.234s`.
 pub(crate) fn secs(nanos: u64) -> String {
     format!("{:.3}s", nanos as f64 / 1e9)

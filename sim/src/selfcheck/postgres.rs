@@ -25,7 +25,7 @@ use serde_json::json;
 use services::orders::mem::OrderDb;
 use services::ports::orders::{OrderStore, Persisted, ProductRow};
 
-use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, secs};
+use super::{BOOT_WAIT, Recorder, SelfCheckRun, client_node, outage, secs};
 use crate::faults::{Injector, Targets};
 use crate::history::{EventKind, HistoryEvent};
 use crate::orders::deps::{self, SimOrderStore};
@@ -133,11 +133,8 @@ async fn outages(injector: &Injector, rng: &mut ChaCha8Rng) -> Vec<u64> {
     let count = rng.gen_range(OUTAGES_MIN..=OUTAGES_MAX);
     let mut restarts = Vec::new();
     for _ in 0..count {
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX))).await;
-        injector.crash("orders-db");
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(OUTAGE_MS_MIN..=OUTAGE_MS_MAX))).await;
-        injector.restart("orders-db");
-        restarts.push(trace::now_nanos());
+        let after = OUTAGE_AFTER_MS_MIN..=OUTAGE_AFTER_MS_MAX;
+        restarts.push(outage(injector, rng, "orders-db", after, OUTAGE_MS_MIN..=OUTAGE_MS_MAX).await.1);
     }
     restarts
 }

@@ -236,23 +236,29 @@ pub(crate) fn event_kind(name: &str) -> Option<EventKind> {
 /// `:type` or `:f`.
 pub fn parse_kv_edn(text: &str) -> Result<History, ReadError> {
     let mut history = History::default();
-    for (index, line) in text.lines().enumerate() {
+    for map in maps_per_line(text) {
+        let (number, entries) = map?;
+        history.events.push(event_from_map(&entries, number, false)?.expect("kv events are all kept"));
+        history.lines.push(number);
+    }
+    Ok(history)
+}
+
+/// The maps of a text holding one EDN map per line (blank lines skipped), with their line
+/// numbers; an error names the first line that is not a map.
+fn maps_per_line(text: &str) -> impl Iterator<Item = Result<(usize, Vec<(Edn, Edn)>), ReadError>> + '_ {
+    text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).map(|(index, line)| {
         let number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
         let mut parser = Parser::new(line);
         let value = parser.value().map_err(|m| syntax(number, m))?;
         if !parser.at_end() {
             return Err(syntax(number, "text after the map"));
         }
-        let Edn::Map(entries) = value else {
-            return Err(syntax(number, "expected a map {...}"));
-        };
-        history.events.push(event_from_map(&entries, number, false)?.expect("kv events are all kept"));
-        history.lines.push(number);
-    }
-    Ok(history)
+        match value {
+            Edn::Map(entries) => Ok((number, entries)),
+            _ => Err(syntax(number, "expected a map {...}")),
+        }
+    })
 }
 
 /// The tag of the records newer Jepsen versions write into `history.edn`.
@@ -292,19 +298,8 @@ pub fn parse_jepsen_edn(text: &str) -> Result<History, ReadError> {
             push(entries, index + 1, &mut history)?;
         }
     } else {
-        for (index, line) in untagged.lines().enumerate() {
-            let number = index + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let mut parser = Parser::new(line);
-            let value = parser.value().map_err(|m| syntax(number, m))?;
-            if !parser.at_end() {
-                return Err(syntax(number, "text after the map"));
-            }
-            let Edn::Map(entries) = value else {
-                return Err(syntax(number, "expected an op map {...}"));
-            };
+        for map in maps_per_line(&untagged) {
+            let (number, entries) = map?;
             ops += 1;
             push(&entries, number, &mut history)?;
         }
