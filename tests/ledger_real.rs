@@ -109,8 +109,15 @@ async fn nats_down_writes_continue_then_read_model_catches_up() {
         assert!(std::time::Instant::now() < deadline, "health never showed NATS down: {report}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, stale) = t.balance("N-1", None).await;
-    assert!(stale["version"].as_u64().unwrap() <= 61);
+    // The read model may be behind, even without the account yet (the relay may not have
+    // published its opening before NATS stopped: 404); it is never ahead of the store.
+    let (status, stale) = t.balance("N-1", None).await;
+    let version = match status {
+        200 => stale["version"].as_u64().expect("a balance names its version"),
+        404 if stale["error"] == "account_not_found" => 0,
+        other => panic!("a read while NATS is down answered {other}: {stale}"),
+    };
+    assert!(version <= 61, "the read model is ahead of the store: {stale}");
     nats.restart();
     assert_eq!(t.store_balance("N-1").await, (dec("160.00"), 61));
     let view = t.caught_up("N-1", 61).await;
